@@ -1,0 +1,162 @@
+"""The `alpha` command line: the local stack, ingest, rounds, the schedule and the demo.
+
+Errors alpha raises on purpose (AlphaError) are printed as one clear message with exit
+code 2; anything else is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from alpha.errors import AlphaError
+
+app = typer.Typer(help="alpha: human-in-the-loop active learning for images.",
+                  no_args_is_help=True, pretty_exceptions_enable=False)
+stack_app = typer.Typer(help="The local stack: S3 (SeaweedFS), Label Studio, Prefect server.",
+                        no_args_is_help=True)
+app.add_typer(stack_app, name="stack")
+console = Console()
+err_console = Console(stderr=True)
+
+ConfigOption = Annotated[
+    Path | None, typer.Option("--config", "-c", help="TOML config file (default ./alpha.toml).")
+]
+
+
+def friendly_errors(command):
+    """Show AlphaError as its message, not a traceback: the message already says what to do."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except AlphaError as error:
+            err_console.print(f"[bold red]error:[/] {error}", highlight=False)
+            raise typer.Exit(2) from None
+
+    return wrapper
+
+
+def _settings(config: Path | None):
+    from alpha.config import load_settings
+
+    settings = load_settings(config)
+    os.environ.setdefault("PREFECT_API_URL", settings.prefect.api_url)
+    return settings
+
+
+# ---- stack -------------------------------------------------------------------------------
+@stack_app.command("up")
+@friendly_errors
+def stack_up() -> None:
+    """Install what is missing and start every service (idempotent)."""
+    from infra import stack
+
+    creds = stack.up(log=lambda line: console.print(f"[cyan]stack[/] {line}", highlight=False))
+    console.print(
+        f"Label Studio: {stack.SERVICES['labelstudio'].url}  login: {creds['ls_username']}"
+        f"  password: see {stack.stack_paths().credentials}", highlight=False
+    )
+
+
+@stack_app.command("down")
+@friendly_errors
+def stack_down() -> None:
+    """Stop the services this stack started (by their recorded PIDs)."""
+    from infra import stack
+
+    stack.down(log=lambda line: console.print(f"[cyan]stack[/] {line}", highlight=False))
+
+
+@stack_app.command("status")
+@friendly_errors
+def stack_status() -> None:
+    """Show each service: URL, PID, health, log file. Exit 1 when one is not healthy."""
+    from infra import stack
+
+    rows = stack.status()
+    table = Table("service", "url", "pid", "healthy", "log")
+    for row in rows:
+        table.add_row(row["service"], row["url"], str(row["pid"] or "-"),
+                      "yes" if row["healthy"] else "no", row["log"])
+    console.print(table)
+    if not all(row["healthy"] for row in rows):
+        raise typer.Exit(1)
+
+
+# ---- the loop ----------------------------------------------------------------------------
+@app.command()
+@friendly_errors
+def ingest(
+    path: Annotated[Path, typer.Argument(help="Folder of PNG/JPEG images.")],
+    labels: Annotated[
+        Path | None, typer.Option(help="CSV of known labels: filename,label (the seed set).")
+    ] = None,
+    config: ConfigOption = None,
+) -> None:
+    """Copy a folder of images (and known labels) into the bucket."""
+    from alpha.ingest import ingest_folder
+    from alpha.store import Store
+
+    settings = _settings(config)
+    report = ingest_folder(Store.from_settings(settings), settings, path, labels)
+    console.print(report.summary(), highlight=False)
+    for problem in report.problems:
+        err_console.print(f"[yellow]skipped:[/] {problem}", highlight=False)
+
+
+@app.command("round")
+@friendly_errors
+def run_round(
+    config: ConfigOption = None,
+    strategy: Annotated[str | None, typer.Option(help="Override loop.strategy.")] = None,
+) -> None:
+    """Run one active learning round (pull, train, score, select, push) as a Prefect flow."""
+    settings = _settings(config)
+    from flows.round import active_learning_round
+
+    result = active_learning_round(
+        config_file=str(config) if config else None, strategy=strategy or settings.loop.strategy
+    )
+    console.print(result, highlight=False)
+
+
+@app.command()
+@friendly_errors
+def serve(config: ConfigOption = None) -> None:
+    """Register the round as a Prefect deployment on loop.schedule_cron and serve it."""
+    settings = _settings(config)
+    from flows.serve import serve_rounds
+
+    serve_rounds(settings, config_file=str(config) if config else None)
+
+
+@app.command()
+@friendly_errors
+def demo(
+    simulate_rounds: Annotated[
+        int, typer.Option(help="Rounds to run with the simulated annotator (0 = one real round).")
+    ] = 0,
+    pool: Annotated[int, typer.Option(help="Unlabeled images in the pool.")] = 3000,
+    seed_labels: Annotated[int, typer.Option(help="Known labels to start from.")] = 300,
+) -> None:
+    """Set up a real dataset, run the loop, and print where to label."""
+    from alpha.demo import run_demo
+
+    run_demo(console, simulate_rounds=simulate_rounds, pool_size=pool, seed_size=seed_labels)
+
+
+def main() -> None:  # pragma: no cover - console entry point
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(app())

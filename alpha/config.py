@@ -1,0 +1,205 @@
+"""One typed settings object for the whole of alpha.
+
+Settings come from, highest priority first: the environment (`ALPHA_` prefix, `__` between
+section and field, e.g. `ALPHA_S3__BUCKET`), the env file the local stack writes with its
+generated secrets (`$ALPHA_HOME/stack.env`), and a TOML config file (`alpha.toml`, or the
+path in `ALPHA_CONFIG` or `--config`). They are validated once at start so a missing or
+wrong setting stops the run before any work, with a message naming it and how to set it.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from alpha.errors import ConfigError
+
+ENV_PREFIX = "ALPHA_"
+DEFAULT_CONFIG_FILE = "alpha.toml"
+
+
+def alpha_home() -> Path:
+    """The folder that holds the local stack's data, logs, secrets and demo files."""
+    return Path(os.environ.get("ALPHA_HOME", ".alpha")).resolve()
+
+
+class S3Settings(BaseModel):
+    """Where the bucket lives. Leave `endpoint_url` empty for AWS S3."""
+
+    endpoint_url: str | None = "http://127.0.0.1:8333"
+    bucket: str = "alpha"
+    prefix: str = "default"
+    region: str = "us-east-1"
+    access_key_id: SecretStr
+    secret_access_key: SecretStr
+
+    @field_validator("prefix")
+    @classmethod
+    def _prefix_is_a_plain_path(cls, value: str) -> str:
+        value = value.strip("/")
+        if not value or ".." in value.split("/") or any(ord(c) < 32 for c in value):
+            raise ValueError("must be a non-empty relative path without '..' or control characters")
+        return value
+
+
+class LabelStudioSettings(BaseModel):
+    """The Label Studio server that holds the annotators' queue."""
+
+    url: str = "http://127.0.0.1:8080"
+    api_key: SecretStr
+    project_title: str | None = Field(
+        default=None, description="Defaults to 'alpha: {s3.prefix}'."
+    )
+    public_url: str | None = Field(
+        default=None, description="The URL to print for people, when it differs from `url`."
+    )
+
+
+class TaskSettings(BaseModel):
+    """What is being labeled."""
+
+    kind: Literal["classification"] = "classification"
+    labels: list[str] = Field(min_length=2)
+
+    @field_validator("labels")
+    @classmethod
+    def _labels_are_unique(cls, value: list[str]) -> list[str]:
+        if len(set(value)) != len(value):
+            raise ValueError("label names must be unique")
+        if any(not name.strip() for name in value):
+            raise ValueError("label names must not be empty")
+        return value
+
+
+class TrainSettings(BaseModel):
+    """Model and training knobs."""
+
+    image_size: int = Field(default=28, ge=8, le=512)
+    channels: Literal[1, 3] = 1
+    epochs: int = Field(default=15, ge=1)
+    batch_size: int = Field(default=64, ge=1)
+    learning_rate: float = Field(default=1e-3, gt=0)
+    val_fraction: float = Field(default=0.2, ge=0.0, lt=1.0)
+    random_state: int = 0
+    threads: int | None = Field(default=None, ge=1, description="torch threads; None = torch's default")
+
+
+class LoopSettings(BaseModel):
+    """How each active learning round runs."""
+
+    batch_size: int = Field(default=100, ge=1, description="Images sent to annotators per round.")
+    strategy: Literal["least_confidence", "margin", "entropy", "random"] = "margin"
+    score_batch_size: int = Field(default=256, ge=1)
+    schedule_cron: str = "0 * * * *"
+    min_new_labels: int = Field(
+        default=0, ge=0, description="Retrain only when at least this many new labels arrived."
+    )
+    random_state: int = 0
+
+
+class PrefectSettings(BaseModel):
+    """The Prefect server the flows report to."""
+
+    api_url: str = "http://127.0.0.1:4200/api"
+
+
+class Settings(BaseSettings):
+    """Everything alpha needs to run, validated at start."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid"
+    )
+
+    s3: S3Settings
+    labelstudio: LabelStudioSettings
+    task: TaskSettings
+    train: TrainSettings = TrainSettings()
+    loop: LoopSettings = LoopSettings()
+    prefect: PrefectSettings = PrefectSettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (
+            init_settings,
+            env_settings,
+            dotenv_settings,
+            TomlConfigSettingsSource(settings_cls),
+        )
+
+    @property
+    def project_title(self) -> str:
+        return self.labelstudio.project_title or f"alpha: {self.s3.prefix}"
+
+
+def _env_name(loc: tuple[str | int, ...]) -> str:
+    return ENV_PREFIX + "__".join(str(part) for part in loc).upper()
+
+
+def _describe(error: ValidationError, config_file: Path | None) -> str:
+    where = f"in {config_file}" if config_file else f"in {DEFAULT_CONFIG_FILE} (none found)"
+    lines = ["Invalid settings:"]
+    for item in error.errors():
+        loc = tuple(p for p in item["loc"] if not isinstance(p, int)) or ("(root)",)
+        dotted = ".".join(str(p) for p in loc)
+        section, _, field = dotted.rpartition(".")
+        toml_hint = f"[{section}] {field}" if section else field
+        problem = "is missing" if item["type"] == "missing" else item["msg"]
+        lines.append(
+            f"  - {dotted} {problem}: set {_env_name(loc)} or `{toml_hint} = ...` {where}."
+        )
+    if any(i["type"] == "missing" and i["loc"][0] in ("s3", "labelstudio") for i in error.errors()):
+        lines.append(
+            "  The local stack writes S3 keys and the Label Studio token: run `alpha stack up`."
+        )
+    return "\n".join(lines)
+
+
+def resolve_config_file(config_file: str | Path | None = None) -> Path | None:
+    """The config file to read: the argument, `$ALPHA_CONFIG`, or `./alpha.toml` if present."""
+    chosen = config_file or os.environ.get("ALPHA_CONFIG")
+    if chosen:
+        path = Path(chosen).expanduser().resolve()
+        if not path.is_file():
+            raise ConfigError(
+                f"Config file {path} does not exist: fix the path given with --config "
+                "or ALPHA_CONFIG."
+            )
+        return path
+    default = Path(DEFAULT_CONFIG_FILE).resolve()
+    return default if default.is_file() else None
+
+
+def load_settings(
+    config_file: str | Path | None = None, env_file: str | Path | None = None, **overrides
+) -> Settings:
+    """Read and validate the settings; raise ConfigError naming every bad or missing one."""
+    path = resolve_config_file(config_file)
+    env_path = Path(env_file) if env_file else alpha_home() / "stack.env"
+
+    class _Configured(Settings):
+        model_config = SettingsConfigDict(
+            toml_file=path, env_file=env_path if env_path.is_file() else None
+        )
+
+    try:
+        return _Configured(**overrides)
+    except ValidationError as error:
+        raise ConfigError(_describe(error, path)) from None
+    except (OSError, ValueError) as error:  # unreadable or malformed TOML
+        raise ConfigError(f"Cannot read config file {path}: {error}. Fix the file.") from None

@@ -1,0 +1,446 @@
+"""Image classification: one label per image.
+
+Everything classification-specific lives here: the Label Studio label config, the
+conversion between Label Studio results and label names, the pre-annotation a task carries,
+and the model (a small CNN trained from scratch, calibrated with temperature scaling so its
+probabilities can be trusted as uncertainty).
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from sklearn.metrics import accuracy_score, confusion_matrix
+from sklearn.model_selection import train_test_split
+from torch import nn
+
+from alpha.config import TrainSettings
+from alpha.errors import AnnotationError, DataError
+
+NAME = "classification"
+FROM_NAME = "label"
+TO_NAME = "image"
+DATA_KEY = "image"
+RESULT_TYPE = "choices"
+
+TEMPERATURE_BOUNDS = (0.05, 20.0)
+CHECKPOINT_FORMAT = 1
+
+
+# ---- Label Studio ------------------------------------------------------------------------
+def label_config(labels: list[str]) -> str:
+    """The Label Studio labeling interface: the image and one single-choice list of labels."""
+    from xml.sax.saxutils import quoteattr
+
+    choices = "".join(f"<Choice value={quoteattr(label)}/>" for label in labels)
+    return (
+        f'<View><Image name="{TO_NAME}" value="${DATA_KEY}" zoom="true"/>'
+        f'<Choices name="{FROM_NAME}" toName="{TO_NAME}" choice="single" showInline="true">'
+        f"{choices}</Choices></View>"
+    )
+
+
+def result_from_label(label: str) -> list[dict]:
+    """A Label Studio result that selects `label` (for pre-annotations and simulated labels)."""
+    return [
+        {
+            "from_name": FROM_NAME,
+            "to_name": TO_NAME,
+            "type": RESULT_TYPE,
+            "value": {"choices": [label]},
+        }
+    ]
+
+
+def label_from_result(result: list[dict], labels: list[str]) -> str:
+    """The label an annotator chose; AnnotationError when the result does not fit the config.
+
+    A result that cannot be read as exactly one known label is refused rather than guessed,
+    so a changed label config or a bad annotation never turns into a wrong training label.
+    """
+    fix = "fix the annotation in Label Studio or the task's label config"
+    if not result:
+        raise AnnotationError(f"The annotation has an empty result: {fix}.")
+    ours = [item for item in result if item.get("from_name") == FROM_NAME]
+    if not ours:
+        names = sorted({str(item.get("from_name")) for item in result})
+        raise AnnotationError(
+            f"The annotation has no {FROM_NAME!r} choices (it has {', '.join(names)}): {fix}."
+        )
+    for item in ours:
+        if item.get("type") != RESULT_TYPE:
+            raise AnnotationError(
+                f"The annotation's {FROM_NAME!r} result has type {item.get('type')!r}, but the "
+                f"label config declares {RESULT_TYPE!r}: {fix}."
+            )
+    chosen = [c for item in ours for c in (item.get("value") or {}).get("choices") or []]
+    if not chosen:
+        raise AnnotationError(f"The annotation selects no label: {fix}.")
+    if len(chosen) > 1:
+        raise AnnotationError(
+            f"The annotation selects {len(chosen)} labels ({', '.join(map(str, chosen))}) "
+            f"but classification takes exactly one: {fix}."
+        )
+    label = chosen[0]
+    if label not in labels:
+        raise AnnotationError(
+            f"The annotation's label {label!r} is not one of the task's labels "
+            f"({', '.join(labels)}): add it to task.labels or {fix}."
+        )
+    return label
+
+
+def prediction(probs: np.ndarray, labels: list[str], score: float, model_version: str) -> dict:
+    """A Label Studio pre-annotation: the model's best guess, so annotators correct, not pick."""
+    probs = np.asarray(probs, dtype=np.float64)
+    if probs.shape != (len(labels),):
+        raise ValueError(f"probs has shape {probs.shape} but there are {len(labels)} labels")
+    best = int(probs.argmax())
+    item = result_from_label(labels[best])[0]
+    item["score"] = float(probs[best])
+    return {"model_version": model_version, "score": float(score), "result": [item]}
+
+
+# ---- the model ---------------------------------------------------------------------------
+class SmallCNN(nn.Module):
+    """A small conv net that trains in seconds on CPU from a few hundred labels.
+
+    The embedding layer is exposed so diversity strategies can use the same forward pass.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        num_classes: int,
+        image_size: int,
+        embedding_dim: int = 128,
+        widths: tuple[int, ...] = (32, 64, 128),
+        dropout: float = 0.25,
+    ):
+        super().__init__()
+        self.in_channels = in_channels
+        self.num_classes = num_classes
+        self.image_size = image_size
+        self.embedding_dim = embedding_dim
+        blocks: list[nn.Module] = []
+        channels, side = in_channels, image_size
+        for width in widths:
+            blocks += [
+                nn.Conv2d(channels, width, kernel_size=3, padding=1, bias=False),
+                nn.BatchNorm2d(width),
+                nn.ReLU(inplace=True),
+            ]
+            if side >= 2:  # never pool below one pixel, whatever the image size
+                blocks.append(nn.MaxPool2d(2))
+                side //= 2
+            channels = width
+        self.features = nn.Sequential(*blocks, nn.AdaptiveAvgPool2d(2), nn.Flatten())
+        self.embedding = nn.Sequential(
+            nn.Dropout(dropout),
+            nn.Linear(channels * 4, embedding_dim),
+            nn.ReLU(inplace=True),
+        )
+        self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(embedding_dim, num_classes))
+
+    def arch(self) -> dict[str, int]:
+        """What is needed to rebuild this network from a checkpoint."""
+        return {
+            "in_channels": self.in_channels,
+            "num_classes": self.num_classes,
+            "image_size": self.image_size,
+            "embedding_dim": self.embedding_dim,
+        }
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        return self.embedding(self.features(x))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.embed(x))
+
+
+@dataclass
+class TrainedClassifier:
+    """A trained model (eval mode) with its calibration temperature and validation metrics."""
+
+    model: SmallCNN
+    temperature: float
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+
+def _split(
+    n: int, targets: np.ndarray, val_fraction: float, random_state: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Train/validation indices; stratified when every class can appear on both sides.
+
+    Without enough data for both sides (at least 2 training images) everything trains and
+    nothing is held out: a tiny first round should still give a model.
+    """
+    indices = np.arange(n)
+    n_val = math.ceil(n * val_fraction) if val_fraction > 0 else 0
+    if n_val < 1 or n - n_val < 2:
+        return indices, indices[:0]
+    counts = np.bincount(targets)
+    present = int((counts > 0).sum())
+    stratify = (
+        targets if counts[counts > 0].min() >= 2 and min(n_val, n - n_val) >= present else None
+    )
+    train, val = train_test_split(
+        indices, test_size=n_val, random_state=random_state, stratify=stratify
+    )
+    return np.sort(train), np.sort(val)
+
+
+def _batches(order: np.ndarray, batch_size: int) -> Iterator[np.ndarray]:
+    """Mini-batches, skipping a trailing batch of one (batch norm cannot train on one image)."""
+    for start in range(0, len(order), batch_size):
+        batch = order[start : start + batch_size]
+        if len(batch) > 1 or len(order) == 1:
+            yield batch
+
+
+def _logits(model: nn.Module, images: np.ndarray, batch_size: int = 256) -> torch.Tensor:
+    model.eval()
+    with torch.inference_mode():
+        parts = [
+            model(torch.from_numpy(images[start : start + batch_size]))
+            for start in range(0, len(images), batch_size)
+        ]
+    if not parts:
+        return torch.empty((0, model.num_classes))
+    return torch.cat(parts)
+
+
+def fit_temperature(logits: torch.Tensor, targets: torch.Tensor) -> float:
+    """One scalar T minimising validation NLL of softmax(logits / T) (Guo et al., 2017).
+
+    Optimised in log space so T stays positive, then clamped so a tiny validation set cannot
+    make the model absurdly sure or unsure.
+    """
+    if len(logits) == 0:
+        return 1.0
+    logits = logits.detach().double()
+    targets = targets.long()
+    log_t = torch.zeros(1, dtype=torch.float64, requires_grad=True)
+    optimizer = torch.optim.LBFGS([log_t], lr=0.1, max_iter=100, line_search_fn="strong_wolfe")
+
+    def closure() -> torch.Tensor:
+        optimizer.zero_grad()
+        loss = F.cross_entropy(logits / log_t.exp(), targets)
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)
+    value = float(log_t.detach().exp())
+    if not math.isfinite(value):
+        return 1.0
+    return float(min(max(value, TEMPERATURE_BOUNDS[0]), TEMPERATURE_BOUNDS[1]))
+
+
+def _check_training_data(images: np.ndarray, targets: np.ndarray, num_classes: int) -> None:
+    if images.ndim != 4 or len(images) != len(targets):
+        raise ValueError(
+            f"images must be (n, C, H, W) with one target each; got {images.shape} images "
+            f"and {len(targets)} targets"
+        )
+    if len(images) < 2:
+        raise DataError(
+            f"Only {len(images)} labeled image(s) usable for training: label at least 2 "
+            "images (of at least 2 classes) before training."
+        )
+    if targets.min() < 0 or targets.max() >= num_classes:
+        raise ValueError(f"targets must lie in [0, {num_classes}), got {targets.min()}..")
+    present = np.unique(targets)
+    if len(present) < 2:
+        raise DataError(
+            f"All {len(images)} labeled images have the same class (index {present[0]}): "
+            "label images of at least 2 classes before training."
+        )
+
+
+def train_classifier(
+    images: np.ndarray, targets: np.ndarray, num_classes: int, settings: TrainSettings
+) -> TrainedClassifier:
+    """Train a SmallCNN on labeled images, keep the epoch with the best validation loss,
+    and calibrate it on the validation split.
+
+    Seeds are applied inside a forked RNG so training is reproducible without changing the
+    caller's global random state.
+    """
+    images = np.ascontiguousarray(images, dtype=np.float32)
+    targets = np.asarray(targets, dtype=np.int64)
+    _check_training_data(images, targets, num_classes)
+    train_idx, val_idx = _split(len(images), targets, settings.val_fraction, settings.random_state)
+    previous_threads = torch.get_num_threads()
+    if settings.threads:
+        torch.set_num_threads(settings.threads)
+    try:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(settings.random_state)
+            model, history = _fit(images, targets, train_idx, val_idx, num_classes, settings)
+    finally:
+        torch.set_num_threads(previous_threads)
+
+    val_images, val_targets = images[val_idx], targets[val_idx]
+    if len(val_idx):
+        logits = _logits(model, val_images)
+        temperature = fit_temperature(logits, torch.from_numpy(val_targets))
+        metrics = evaluate(model, val_images, val_targets, temperature, num_classes)
+        metrics["val_loss_uncalibrated"] = float(
+            F.cross_entropy(logits.double(), torch.from_numpy(val_targets))
+        )
+    else:
+        temperature = 1.0
+        metrics = {"accuracy": None, "per_class": {}, "loss": None, "n": 0}
+    metrics = {
+        "accuracy": metrics.pop("accuracy"),
+        "per_class": metrics.pop("per_class"),
+        "val_loss": metrics.pop("loss"),
+        "val_loss_uncalibrated": metrics.pop("val_loss_uncalibrated", None),
+        "n_train": int(len(train_idx)),
+        "n_val": int(len(val_idx)),
+        **history,
+    }
+    return TrainedClassifier(model=model, temperature=temperature, metrics=metrics)
+
+
+def _fit(
+    images: np.ndarray,
+    targets: np.ndarray,
+    train_idx: np.ndarray,
+    val_idx: np.ndarray,
+    num_classes: int,
+    settings: TrainSettings,
+) -> tuple[SmallCNN, dict[str, Any]]:
+    """The training loop; returns the model (eval mode) at its best validation epoch."""
+    model = SmallCNN(images.shape[1], num_classes, settings.image_size)
+    optimizer = torch.optim.Adam(model.parameters(), lr=settings.learning_rate)
+    rng = np.random.default_rng(settings.random_state)
+    y_val = torch.from_numpy(targets[val_idx])
+    best_loss, best_epoch, best_state = math.inf, settings.epochs, None
+    train_loss = math.nan
+    for epoch in range(1, settings.epochs + 1):
+        model.train()
+        total, seen = 0.0, 0
+        for batch in _batches(rng.permutation(train_idx), settings.batch_size):
+            x, y = torch.from_numpy(images[batch]), torch.from_numpy(targets[batch])
+            optimizer.zero_grad()
+            loss = F.cross_entropy(model(x), y)
+            loss.backward()
+            optimizer.step()
+            total, seen = total + float(loss) * len(batch), seen + len(batch)
+        train_loss = total / max(seen, 1)
+        if len(val_idx):
+            val_loss = float(F.cross_entropy(_logits(model, images[val_idx]), y_val))
+            if val_loss < best_loss:
+                best_loss, best_epoch = val_loss, epoch
+                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    model.eval()
+    return model, {"epochs": settings.epochs, "best_epoch": best_epoch, "train_loss": train_loss}
+
+
+def predict(
+    model: nn.Module, images: np.ndarray, temperature: float, batch_size: int = 256
+) -> tuple[np.ndarray, np.ndarray]:
+    """Calibrated probabilities (float64) and embeddings (float32) for a batch of images.
+
+    Softmax runs in float64: with a small temperature float32 would round the runner-up
+    probabilities to 0 and erase the uncertainty ordering.
+    """
+    images = np.ascontiguousarray(images, dtype=np.float32)
+    model.eval()
+    probs: list[np.ndarray] = []
+    embeddings: list[np.ndarray] = []
+    with torch.inference_mode():
+        for start in range(0, len(images), batch_size):
+            emb = model.embed(torch.from_numpy(images[start : start + batch_size]))
+            logits = model.head(emb).double() / temperature
+            probs.append(torch.softmax(logits, dim=1).numpy())
+            embeddings.append(emb.numpy().astype(np.float32, copy=False))
+    if not probs:
+        return (
+            np.empty((0, model.num_classes), dtype=np.float64),
+            np.empty((0, model.embedding_dim), dtype=np.float32),
+        )
+    return np.concatenate(probs), np.concatenate(embeddings)
+
+
+def evaluate(
+    model: nn.Module,
+    images: np.ndarray,
+    targets: np.ndarray,
+    temperature: float,
+    num_classes: int,
+) -> dict[str, Any]:
+    """Accuracy, per-class accuracy (recall, by class index) and calibrated NLL."""
+    targets = np.asarray(targets, dtype=np.int64)
+    if len(targets) == 0:
+        return {"accuracy": None, "per_class": {}, "loss": None, "n": 0}
+    probs, _ = predict(model, images, temperature)
+    predicted = probs.argmax(axis=1)
+    matrix = confusion_matrix(targets, predicted, labels=list(range(num_classes)))
+    support = matrix.sum(axis=1)
+    per_class = {
+        c: float(matrix[c, c] / support[c]) for c in range(num_classes) if support[c] > 0
+    }
+    loss = -np.log(np.clip(probs[np.arange(len(targets)), targets], 1e-12, None)).mean()
+    return {
+        "accuracy": float(accuracy_score(targets, predicted)),
+        "per_class": per_class,
+        "loss": float(loss),
+        "n": int(len(targets)),
+    }
+
+
+# ---- checkpoints -------------------------------------------------------------------------
+def save_checkpoint(trained: TrainedClassifier, labels: list[str], settings: TrainSettings) -> bytes:
+    """Weights plus plain values only, so it loads with torch.load(weights_only=True)."""
+    model = trained.model
+    if model.num_classes != len(labels):
+        raise ValueError(f"model has {model.num_classes} classes but {len(labels)} labels given")
+    buffer = io.BytesIO()
+    torch.save(
+        {
+            "format": CHECKPOINT_FORMAT,
+            "kind": NAME,
+            "arch": model.arch(),
+            "state_dict": model.state_dict(),
+            "temperature": float(trained.temperature),
+            "labels": list(labels),
+            "train_settings": settings.model_dump(mode="json"),
+        },
+        buffer,
+    )
+    return buffer.getvalue()
+
+
+def load_checkpoint(data: bytes) -> tuple[SmallCNN, float, list[str], dict]:
+    """Rebuild (model in eval mode, temperature, labels, train settings) from checkpoint bytes."""
+    try:
+        checkpoint = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+        if checkpoint.get("kind") != NAME or checkpoint.get("format") != CHECKPOINT_FORMAT:
+            raise ValueError(
+                f"kind {checkpoint.get('kind')!r}, format {checkpoint.get('format')!r}"
+            )
+        model = SmallCNN(**checkpoint["arch"])
+        model.load_state_dict(checkpoint["state_dict"])
+    except Exception as error:
+        raise DataError(
+            f"The model checkpoint cannot be loaded ({type(error).__name__}: {error}): "
+            "train a new model (run a round)."
+        ) from None
+    model.eval()
+    return (
+        model,
+        float(checkpoint["temperature"]),
+        list(checkpoint["labels"]),
+        dict(checkpoint["train_settings"]),
+    )

@@ -1,0 +1,243 @@
+"""The S3 bucket as alpha's source of truth.
+
+One bucket, one prefix per project, laid out as the design says:
+`images/` (the user's images), `labels/{image_id}.json`, `models/{version}/`,
+`rounds/{round}/`, `cache/`. Keys are stable so a retried write overwrites instead of
+duplicating; each object PUT is atomic, and a record is written after what it points to.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from functools import wraps
+from typing import Any, ParamSpec, TypeVar
+
+import boto3
+from botocore.config import Config
+from botocore.exceptions import (
+    BotoCoreError,
+    ClientError,
+    EndpointConnectionError,
+    NoCredentialsError,
+)
+
+from alpha.config import S3Settings, Settings
+from alpha.errors import ServiceUnavailable
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+_UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def image_id_from_key(relative_key: str) -> str:
+    """A stable, URL-safe id for an image, from its key relative to `images/`.
+
+    The readable part helps people; the hash part keeps `a/b.png` and `a_b.png` apart.
+    """
+    stem = relative_key.rsplit(".", 1)[0]
+    readable = _UNSAFE.sub("_", stem).strip("_")[-48:] or "image"
+    digest = hashlib.sha1(relative_key.encode("utf-8")).hexdigest()[:10]
+    return f"{readable}-{digest}"
+
+
+def validate_relative_key(relative_key: str) -> str:
+    """Refuse names that would escape the prefix or break keys: `..`, absolute, control chars."""
+    if not relative_key or relative_key.startswith("/") or "\\" in relative_key:
+        raise ValueError(f"invalid image name {relative_key!r}: must be a relative path")
+    if any(part in ("", ".", "..") for part in relative_key.split("/")):
+        raise ValueError(f"invalid image name {relative_key!r}: no empty, '.' or '..' parts")
+    if any(ord(c) < 32 or ord(c) == 127 for c in relative_key):
+        raise ValueError(f"invalid image name {relative_key!r}: control characters")
+    return relative_key
+
+
+def make_s3_client(settings: S3Settings):
+    """A boto3 S3 client for any S3 server; SigV4 so presigned URLs work on SeaweedFS too."""
+    return boto3.client(
+        "s3",
+        endpoint_url=settings.endpoint_url or None,
+        region_name=settings.region,
+        aws_access_key_id=settings.access_key_id.get_secret_value(),
+        aws_secret_access_key=settings.secret_access_key.get_secret_value(),
+        config=Config(
+            signature_version="s3v4",
+            s3={"addressing_style": "path"},
+            retries={"max_attempts": 4, "mode": "standard"},
+            connect_timeout=5,
+            read_timeout=30,
+            max_pool_connections=32,
+        ),
+    )
+
+
+def _s3_errors(method: Callable[P, R]) -> Callable[P, R]:
+    """Turn boto errors into ServiceUnavailable messages that say what to fix."""
+
+    @wraps(method)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        store: Store = args[0]  # type: ignore[assignment]
+        try:
+            return method(*args, **kwargs)
+        except EndpointConnectionError:
+            raise ServiceUnavailable(
+                f"S3 endpoint {store.endpoint} is unreachable: start it (`alpha stack up`) "
+                "or fix s3.endpoint_url."
+            ) from None
+        except NoCredentialsError:
+            raise ServiceUnavailable(
+                "No S3 credentials: set s3.access_key_id and s3.secret_access_key."
+            ) from None
+        except ClientError as error:
+            code = error.response.get("Error", {}).get("Code", "")
+            if code in ("InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "403"):
+                raise ServiceUnavailable(
+                    f"S3 at {store.endpoint} refused the access key ({code}): check "
+                    "s3.access_key_id and s3.secret_access_key."
+                ) from None
+            if code in ("NoSuchBucket",):
+                raise ServiceUnavailable(
+                    f"S3 bucket {store.bucket!r} does not exist at {store.endpoint}: create it "
+                    "(`alpha ingest` does) or fix s3.bucket."
+                ) from None
+            raise
+        except BotoCoreError as error:
+            raise ServiceUnavailable(f"S3 at {store.endpoint} failed: {error}") from None
+
+    return wrapper
+
+
+@dataclass(frozen=True)
+class ImageRef:
+    """An image in the bucket: its stable id and its full key."""
+
+    image_id: str
+    key: str
+
+
+class Store:
+    """Typed access to one project's prefix in the bucket."""
+
+    def __init__(self, client, bucket: str, prefix: str, endpoint: str | None = None):
+        self.client = client
+        self.bucket = bucket
+        self.prefix = prefix.strip("/")
+        self.endpoint = endpoint or "AWS S3"
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Store:
+        return cls(
+            make_s3_client(settings.s3),
+            settings.s3.bucket,
+            settings.s3.prefix,
+            settings.s3.endpoint_url,
+        )
+
+    # ---- keys -------------------------------------------------------------------------
+    def key(self, *parts: str) -> str:
+        return "/".join([self.prefix, *parts])
+
+    def image_key(self, relative_key: str) -> str:
+        return self.key("images", validate_relative_key(relative_key))
+
+    def label_key(self, image_id: str) -> str:
+        return self.key("labels", f"{image_id}.json")
+
+    def model_key(self, version: str, name: str) -> str:
+        return self.key("models", version, name)
+
+    def round_key(self, round_id: str, name: str) -> str:
+        return self.key("rounds", round_id, name)
+
+    def s3_uri(self, key: str) -> str:
+        return f"s3://{self.bucket}/{key}"
+
+    def image_id_for(self, key: str) -> str:
+        return image_id_from_key(key.removeprefix(self.key("images") + "/"))
+
+    # ---- objects ----------------------------------------------------------------------
+    @_s3_errors
+    def ensure_bucket(self) -> None:
+        try:
+            self.client.head_bucket(Bucket=self.bucket)
+        except ClientError as error:
+            if error.response.get("Error", {}).get("Code") not in ("404", "NoSuchBucket"):
+                raise
+            self.client.create_bucket(Bucket=self.bucket)
+
+    @_s3_errors
+    def put_bytes(self, key: str, data: bytes, content_type: str = "application/octet-stream"):
+        self.client.put_object(Bucket=self.bucket, Key=key, Body=data, ContentType=content_type)
+
+    @_s3_errors
+    def get_bytes(self, key: str) -> bytes:
+        return self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
+
+    def put_json(self, key: str, obj: Any) -> None:
+        data = json.dumps(obj, indent=1, sort_keys=True, default=str).encode()
+        self.put_bytes(key, data, "application/json")
+
+    @_s3_errors
+    def get_json(self, key: str, default: Any = None) -> Any:
+        try:
+            body = self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
+        except ClientError as error:
+            if error.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+                return default
+            raise
+        return json.loads(body)
+
+    @_s3_errors
+    def exists(self, key: str) -> bool:
+        try:
+            self.client.head_object(Bucket=self.bucket, Key=key)
+        except ClientError as error:
+            if error.response.get("Error", {}).get("Code") in ("NoSuchKey", "404", "NotFound"):
+                return False
+            raise
+        return True
+
+    @_s3_errors
+    def delete(self, key: str) -> None:
+        self.client.delete_object(Bucket=self.bucket, Key=key)
+
+    @_s3_errors
+    def list_keys(self, sub_prefix: str) -> Iterator[str]:
+        """Every key under `{prefix}/{sub_prefix}`, page by page, in key order."""
+        paginator = self.client.get_paginator("list_objects_v2")
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=self.key(sub_prefix)):
+            for item in page.get("Contents", []):
+                yield item["Key"]
+
+    @_s3_errors
+    def presigned_url(self, key: str, expires_s: int = 900) -> str:
+        return self.client.generate_presigned_url(
+            "get_object", Params={"Bucket": self.bucket, "Key": key}, ExpiresIn=expires_s
+        )
+
+    def get_many(self, keys: list[str], workers: int = 16) -> list[bytes]:
+        """Fetch many objects in parallel (S3 latency, not bandwidth, is the limit)."""
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            return list(pool.map(self.get_bytes, keys))
+
+    # ---- the layout -------------------------------------------------------------------
+    def list_images(self) -> Iterator[ImageRef]:
+        for key in self.list_keys("images/"):
+            if key.lower().endswith(IMAGE_SUFFIXES):
+                yield ImageRef(self.image_id_for(key), key)
+
+    def list_label_ids(self) -> set[str]:
+        start = len(self.key("labels")) + 1
+        return {k[start:].removesuffix(".json") for k in self.list_keys("labels/")
+                if k.endswith(".json")}
+
+    def list_subfolders(self, sub_prefix: str) -> list[str]:
+        """Names one level below `{prefix}/{sub_prefix}/` (model versions, round ids)."""
+        start = len(self.key(sub_prefix)) + 1
+        return sorted({key[start:].split("/", 1)[0] for key in self.list_keys(sub_prefix + "/")})

@@ -1,0 +1,199 @@
+"""Train a model on the labels in the bucket and save it under `models/{version}/`.
+
+The model folder is written in an order that makes a half-written model invisible: weights,
+then the label snapshot, then `metrics.json` (the manifest), and only then `latest.json`,
+which is what every later step reads. A crash part-way leaves `latest.json` on the previous
+good model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+from botocore.exceptions import ClientError
+from torch import nn
+
+from alpha.config import Settings
+from alpha.errors import DataError
+from alpha.images import decode_batch
+from alpha.kinds import get_kind
+from alpha.records import LabelRecord, read_all_records
+from alpha.store import Store
+
+MISSING_CODES = ("NoSuchKey", "404", "NotFound")
+
+
+@dataclass
+class ModelInfo:
+    """What a training run produced, and what it left out and why."""
+
+    version: str
+    metrics: dict[str, Any]
+    n_labels: int
+    skipped: list[str] = field(default_factory=list)
+    ignored: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class LoadedModel:
+    """A saved model ready to predict, with the settings it was trained under."""
+
+    model: nn.Module
+    temperature: float
+    labels: list[str]
+    version: str
+    metrics: dict[str, Any]
+    train_settings: dict[str, Any]
+    kind: str
+
+
+def latest_key(store: Store) -> str:
+    return store.key("models", "latest.json")
+
+
+def fetch_images(store: Store, keys: Sequence[str]) -> tuple[list[bytes | None], list[str]]:
+    """Fetch in parallel; a key deleted since it was listed becomes None plus a message.
+
+    The fast path is one `get_many`; only if an object is missing is each key retried on
+    its own, so one deleted image costs a re-fetch rather than the whole round.
+    """
+    try:
+        return list(store.get_many(list(keys))), []
+    except ClientError as error:
+        if error.response.get("Error", {}).get("Code") not in MISSING_CODES:
+            raise
+
+    def one(key: str) -> bytes | None:
+        try:
+            return store.get_bytes(key)
+        except ClientError as error:
+            if error.response.get("Error", {}).get("Code") in MISSING_CODES:
+                return None
+            raise
+
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        blobs = list(pool.map(one, keys))
+    missing = [
+        f"Image {key!r} is missing from the bucket: restore it or delete its label record."
+        for key, blob in zip(keys, blobs, strict=True)
+        if blob is None
+    ]
+    return blobs, missing
+
+
+def _usable(
+    records: dict[str, LabelRecord], labels: list[str]
+) -> tuple[list[LabelRecord], dict[str, str]]:
+    """Records the model can learn from, and why every other record was left out."""
+    usable: list[LabelRecord] = []
+    ignored: dict[str, str] = {}
+    for image_id in sorted(records):
+        record = records[image_id]
+        if record.status != "labeled":
+            ignored[image_id] = f"status is {record.status!r}"
+        elif record.label is None:
+            ignored[image_id] = "labeled but has no label"
+        elif record.label not in labels:
+            ignored[image_id] = f"label {record.label!r} is not one of task.labels"
+        else:
+            usable.append(record)
+    return usable, ignored
+
+
+def default_version(n_labels: int, now: datetime | None = None) -> str:
+    """Sortable by time, and says at a glance how many labels the model saw."""
+    return f"m{(now or datetime.now(UTC)):%Y%m%dT%H%M%S}-n{n_labels}"
+
+
+def _check_version(version: str) -> str:
+    if not version or "/" in version or version in (".", "..") or version == "latest.json":
+        raise ValueError(
+            f"invalid model version {version!r}: use a plain name without '/' (or omit it)"
+        )
+    return version
+
+
+def train_model(store: Store, settings: Settings, version: str | None = None) -> ModelInfo:
+    """Train on every usable label in the bucket and publish the model as the latest."""
+    kind = get_kind(settings.task.kind)
+    labels = settings.task.labels
+    usable, ignored = _usable(read_all_records(store), labels)
+    if not usable:
+        raise DataError(
+            "No usable labels in the bucket: label some images (seed labels or Label Studio) "
+            f"with one of {', '.join(labels)} before training."
+        )
+    keys = [record.image_key for record in usable]
+    blobs, skipped = fetch_images(store, keys)
+    present = [i for i, blob in enumerate(blobs) if blob is not None]
+    images, good, errors = decode_batch(
+        [blobs[i] for i in present],
+        [keys[i] for i in present],
+        settings.train.image_size,
+        settings.train.channels,
+    )
+    skipped += errors
+    seen = [usable[present[i]] for i in good]
+    del blobs
+    targets = np.array([labels.index(record.label) for record in seen], dtype=np.int64)
+    trained = kind.train_classifier(images, targets, len(labels), settings.train)
+
+    n_labels = len(seen)
+    version = _check_version(version or default_version(n_labels))
+    metrics = dict(trained.metrics)
+    metrics["per_label"] = {labels[c]: acc for c, acc in metrics.get("per_class", {}).items()}
+    manifest = {
+        "version": version,
+        "kind": settings.task.kind,
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "n_labels": n_labels,
+        "labels": list(labels),
+        "temperature": trained.temperature,
+        "metrics": metrics,
+        "skipped": skipped,
+        "ignored": ignored,
+        "train_settings": settings.train.model_dump(mode="json"),
+    }
+    checkpoint = kind.save_checkpoint(trained, labels, settings.train)
+    store.put_bytes(store.model_key(version, "model.pt"), checkpoint)
+    store.put_json(
+        store.model_key(version, "labels_seen.json"), {r.image_id: r.label for r in seen}
+    )
+    store.put_json(store.model_key(version, "metrics.json"), manifest)
+    store.put_json(latest_key(store), {"version": version})
+    return ModelInfo(
+        version=version, metrics=metrics, n_labels=n_labels, skipped=skipped, ignored=ignored
+    )
+
+
+def load_model(store: Store, version: str | None = None) -> LoadedModel:
+    """The model `version`, or the latest published one."""
+    if version is None:
+        latest = store.get_json(latest_key(store))
+        if not latest or not latest.get("version"):
+            raise DataError("No model trained yet: run a round (or `alpha train`).")
+        version = str(latest["version"])
+    manifest = store.get_json(store.model_key(_check_version(version), "metrics.json"))
+    if manifest is None:
+        raise DataError(
+            f"Model {version!r} does not exist or was not fully written (no metrics.json): "
+            "pick another version or train again."
+        )
+    kind = get_kind(manifest.get("kind", "classification"))
+    model, temperature, labels, train_settings = kind.load_checkpoint(
+        store.get_bytes(store.model_key(version, "model.pt"))
+    )
+    return LoadedModel(
+        model=model,
+        temperature=temperature,
+        labels=labels,
+        version=version,
+        metrics=manifest,
+        train_settings=train_settings,
+        kind=kind.NAME,
+    )

@@ -1,0 +1,1 @@
+"""How to install, start and stop the local services alpha uses (S3, Label Studio, Prefect)."""

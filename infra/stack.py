@@ -1,0 +1,335 @@
+"""The local stack: an S3 server (SeaweedFS), Label Studio and a Prefect server on 127.0.0.1.
+
+`up` installs what is missing (Label Studio's own virtual environment), generates secrets once
+per install, starts each service that is not already running, and waits until each answers
+its health check. `down` stops only the processes `up` started, by the PIDs it recorded
+(checked against the process start time, so a reused PID is never signalled). Everything
+(data, logs, PIDs, secrets) lives under one folder: `$ALPHA_HOME` (default `./.alpha`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from alpha.config import alpha_home
+from alpha.errors import ServiceUnavailable
+
+LABEL_STUDIO_VERSION = "1.23.2"
+HOST = "127.0.0.1"
+
+
+def _port(name: str, default: int) -> int:
+    return int(os.environ.get(f"ALPHA_STACK_{name}_PORT", default))
+
+
+@dataclass
+class Service:
+    """One server process of the stack and how to tell it is healthy."""
+
+    name: str
+    port: int
+    health_path: str
+    command: Callable[[StackPaths, dict], list[str]]
+    env: Callable[[StackPaths, dict], dict[str, str]] = lambda paths, creds: {}
+    start_timeout_s: float = 60
+    healthy_codes: tuple[int, ...] = (200,)
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def url(self) -> str:
+        return f"http://{HOST}:{self.port}"
+
+
+@dataclass(frozen=True)
+class StackPaths:
+    """Where the stack keeps its data, logs, PIDs and secrets."""
+
+    home: Path
+
+    @property
+    def credentials(self) -> Path:
+        return self.home / "stack" / "credentials.json"
+
+    @property
+    def env_file(self) -> Path:
+        return self.home / "stack.env"
+
+    def pid_file(self, name: str) -> Path:
+        return self.home / "run" / f"{name}.pid"
+
+    def log_file(self, name: str) -> Path:
+        return self.home / "logs" / f"{name}.log"
+
+    def data_dir(self, name: str) -> Path:
+        return self.home / "data" / name
+
+    @property
+    def labelstudio_venv(self) -> Path:
+        default = Path.home() / ".cache" / "alpha" / f"labelstudio-{LABEL_STUDIO_VERSION}"
+        return Path(os.environ.get("ALPHA_LABELSTUDIO_VENV", default))
+
+
+def _bin(name: str) -> str:
+    """A console script of this Python environment (weed, prefect), even if not on PATH."""
+    candidate = Path(sys.executable).parent / name
+    found = str(candidate) if candidate.exists() else shutil.which(name)
+    if not found:
+        raise ServiceUnavailable(f"`{name}` is not installed: run `pip install -e .` first.")
+    return found
+
+
+def _s3_command(paths: StackPaths, creds: dict) -> list[str]:
+    config = paths.data_dir("s3") / "s3.json"
+    config.parent.mkdir(parents=True, exist_ok=True)
+    identity = {
+        "name": "alpha",
+        "credentials": [{"accessKey": creds["s3_access_key_id"],
+                         "secretKey": creds["s3_secret_access_key"]}],
+        "actions": ["Admin", "Read", "List", "Tagging", "Write"],
+    }
+    _write_private(config, json.dumps({"identities": [identity]}))
+    return [
+        _bin("weed"), "mini", f"-dir={paths.data_dir('s3')}", f"-ip={HOST}",
+        f"-ip.bind={HOST}", f"-s3.port={SERVICES['s3'].port}", f"-s3.config={config}",
+        "-master.telemetry=false", "-webdav=false", "-admin.ui=false",
+        "-s3.port.iceberg=0", "-s3.port.lance=0",
+    ]
+
+
+def _labelstudio_command(paths: StackPaths, creds: dict) -> list[str]:
+    return [
+        str(paths.labelstudio_venv / "bin" / "label-studio"), "start", "--no-browser",
+        "--internal-host", HOST, "--port", str(SERVICES["labelstudio"].port),
+        "--data-dir", str(paths.data_dir("labelstudio")),
+    ]
+
+
+def _labelstudio_env(paths: StackPaths, creds: dict) -> dict[str, str]:
+    return {
+        "LABEL_STUDIO_BASE_DATA_DIR": str(paths.data_dir("labelstudio")),
+        "LABEL_STUDIO_USERNAME": creds["ls_username"],
+        "LABEL_STUDIO_PASSWORD": creds["ls_password"],
+        "LABEL_STUDIO_USER_TOKEN": creds["ls_token"],
+        "LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN": "true",
+        "LABEL_STUDIO_DISABLE_SIGNUP_WITHOUT_LINK": "true",
+        "LABEL_STUDIO_S3_ENDPOINT": SERVICES["s3"].url,
+        "LATEST_VERSION_CHECK": "false",
+        "SENTRY_DSN": "",
+        "FRONTEND_SENTRY_DSN": "",
+        "COLLECT_ANALYTICS": "false",
+        "HOME": str(paths.data_dir("labelstudio-home")),
+    }
+
+
+def _prefect_command(paths: StackPaths, creds: dict) -> list[str]:
+    return [_bin("prefect"), "server", "start", "--host", HOST,
+            "--port", str(SERVICES["prefect"].port), "--analytics-off"]
+
+
+def _prefect_env(paths: StackPaths, creds: dict) -> dict[str, str]:
+    return {
+        "PREFECT_HOME": str(paths.data_dir("prefect")),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_API_URL": "",
+    }
+
+
+SERVICES: dict[str, Service] = {
+    "s3": Service("s3", _port("S3", 8333), "/", _s3_command, start_timeout_s=60,
+                  healthy_codes=(200, 403)),
+    "labelstudio": Service("labelstudio", _port("LABELSTUDIO", 8080), "/health",
+                           _labelstudio_command, _labelstudio_env, start_timeout_s=420),
+    "prefect": Service("prefect", _port("PREFECT", 4200), "/api/health", _prefect_command,
+                       _prefect_env, start_timeout_s=180),
+}
+
+
+def _write_private(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(text)
+
+
+def ensure_credentials(paths: StackPaths) -> dict:
+    """Secrets generated once per install and kept in a file only the owner can read."""
+    if paths.credentials.is_file():
+        creds = json.loads(paths.credentials.read_text())
+    else:
+        creds = {
+            "s3_access_key_id": "alpha" + secrets.token_hex(8),
+            "s3_secret_access_key": secrets.token_urlsafe(30),
+            "ls_username": os.environ.get("LABEL_STUDIO_USERNAME", "admin@alpha.local"),
+            "ls_password": os.environ.get("LABEL_STUDIO_PASSWORD") or secrets.token_urlsafe(12),
+            "ls_token": os.environ.get("LABEL_STUDIO_USER_TOKEN") or secrets.token_hex(20),
+        }
+        _write_private(paths.credentials, json.dumps(creds, indent=1))
+    env_lines = [
+        f"ALPHA_S3__ENDPOINT_URL={SERVICES['s3'].url}",
+        f"ALPHA_S3__ACCESS_KEY_ID={creds['s3_access_key_id']}",
+        f"ALPHA_S3__SECRET_ACCESS_KEY={creds['s3_secret_access_key']}",
+        f"ALPHA_LABELSTUDIO__URL={SERVICES['labelstudio'].url}",
+        f"ALPHA_LABELSTUDIO__API_KEY={creds['ls_token']}",
+        f"ALPHA_PREFECT__API_URL={SERVICES['prefect'].url}/api",
+    ]
+    _write_private(paths.env_file, "\n".join(env_lines) + "\n")
+    return creds
+
+
+def ensure_labelstudio_installed(paths: StackPaths, log: Callable[[str], None]) -> None:
+    """Label Studio pins packages that clash with Prefect, so it gets a venv of its own."""
+    venv = paths.labelstudio_venv
+    if (venv / "bin" / "label-studio").exists():
+        return
+    log(f"installing Label Studio {LABEL_STUDIO_VERSION} into {venv} (about 3 minutes)")
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    subprocess.run(
+        [str(venv / "bin" / "pip"), "install", "--quiet", f"label-studio=={LABEL_STUDIO_VERSION}"],
+        check=True,
+    )
+
+
+# ---- processes ---------------------------------------------------------------------------
+def _start_time(pid: int) -> str | None:
+    """The kernel's start time of a process, to tell our process from a reused PID."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[1].split()[19]
+
+
+def recorded_pid(paths: StackPaths, name: str) -> int | None:
+    """The PID `up` recorded for a service, if that very process is still alive."""
+    pid_file = paths.pid_file(name)
+    if not pid_file.is_file():
+        return None
+    record = json.loads(pid_file.read_text())
+    if _start_time(record["pid"]) != record["start_time"]:
+        return None
+    return record["pid"]
+
+
+def _port_in_use(port: int) -> bool:
+    with socket.socket() as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex((HOST, port)) == 0
+
+
+def is_healthy(service: Service, timeout_s: float = 3.0) -> bool:
+    try:
+        response = httpx.get(service.url + service.health_path, timeout=timeout_s)
+    except httpx.HTTPError:
+        return False
+    return response.status_code in service.healthy_codes
+
+
+def _wait_healthy(service: Service, pid: int, paths: StackPaths) -> None:
+    deadline = time.monotonic() + service.start_timeout_s
+    while time.monotonic() < deadline:
+        if is_healthy(service):
+            return
+        if _start_time(pid) is None:
+            raise ServiceUnavailable(
+                f"{service.name} exited during start: see {paths.log_file(service.name)}"
+            )
+        time.sleep(1.0)
+    raise ServiceUnavailable(
+        f"{service.name} did not answer {service.url}{service.health_path} within "
+        f"{service.start_timeout_s:.0f} s: see {paths.log_file(service.name)}"
+    )
+
+
+def start_service(service: Service, paths: StackPaths, creds: dict, log) -> None:
+    if recorded_pid(paths, service.name) is not None:
+        if is_healthy(service):
+            log(f"{service.name}: already running at {service.url}")
+            return
+        log(f"{service.name}: running but not healthy yet, waiting")
+        _wait_healthy(service, recorded_pid(paths, service.name) or 0, paths)
+        return
+    if _port_in_use(service.port):
+        raise ServiceUnavailable(
+            f"Port {service.port} for {service.name} is used by a process this stack did not "
+            f"start: stop it, or set ALPHA_STACK_{service.name.upper()}_PORT to a free port."
+        )
+    log_path = paths.log_file(service.name)
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    paths.data_dir(service.name).mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, **service.env(paths, creds)}
+    started = time.monotonic()
+    with open(log_path, "ab") as log_handle:
+        process = subprocess.Popen(
+            service.command(paths, creds), stdout=log_handle, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL, env=env, cwd=paths.data_dir(service.name),
+            start_new_session=True,
+        )
+    record = {"pid": process.pid, "start_time": _start_time(process.pid)}
+    _write_private(paths.pid_file(service.name), json.dumps(record))
+    _wait_healthy(service, process.pid, paths)
+    log(f"{service.name}: started at {service.url} in {time.monotonic() - started:.1f} s")
+
+
+def stop_service(service: Service, paths: StackPaths, log, timeout_s: float = 30) -> None:
+    pid = recorded_pid(paths, service.name)
+    if pid is None:
+        paths.pid_file(service.name).unlink(missing_ok=True)
+        log(f"{service.name}: not running (nothing this stack started)")
+        return
+    os.killpg(pid, signal.SIGTERM)  # the group `up` created: the server and its children only
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and _start_time(pid) is not None:
+        time.sleep(0.3)
+    if _start_time(pid) is not None:
+        os.killpg(pid, signal.SIGKILL)
+        log(f"{service.name}: did not stop on SIGTERM within {timeout_s:.0f} s, killed")
+    else:
+        log(f"{service.name}: stopped")
+    paths.pid_file(service.name).unlink(missing_ok=True)
+
+
+def stack_paths() -> StackPaths:
+    return StackPaths(alpha_home())
+
+
+def up(log: Callable[[str], None] = print) -> dict:
+    """Start every service that is not running; return the generated credentials."""
+    paths = stack_paths()
+    creds = ensure_credentials(paths)
+    ensure_labelstudio_installed(paths, log)
+    for service in SERVICES.values():
+        start_service(service, paths, creds, log)
+    return creds
+
+
+def down(log: Callable[[str], None] = print) -> None:
+    paths = stack_paths()
+    for service in reversed(list(SERVICES.values())):
+        stop_service(service, paths, log)
+
+
+def status() -> list[dict]:
+    paths = stack_paths()
+    return [
+        {
+            "service": s.name,
+            "url": s.url,
+            "pid": recorded_pid(paths, s.name),
+            "healthy": is_healthy(s, timeout_s=1.0),
+            "log": str(paths.log_file(s.name)),
+        }
+        for s in SERVICES.values()
+    ]
