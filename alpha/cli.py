@@ -7,7 +7,6 @@ code 2; anything else is a bug and keeps its traceback.
 from __future__ import annotations
 
 import functools
-import os
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -46,10 +45,10 @@ def friendly_errors(command):
 
 
 def _settings(config: Path | None):
-    from alpha.config import load_settings
+    from alpha.config import load_settings, point_prefect_at
 
     settings = load_settings(config)
-    os.environ.setdefault("PREFECT_API_URL", settings.prefect.api_url)
+    point_prefect_at(settings)
     return settings
 
 

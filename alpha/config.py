@@ -90,7 +90,7 @@ class TrainSettings(BaseModel):
     learning_rate: float = Field(default=1e-3, gt=0)
     val_fraction: float = Field(default=0.2, ge=0.0, lt=1.0)
     random_state: int = 0
-    threads: int | None = Field(default=None, ge=1, description="torch threads; None = torch's default")
+    threads: int | None = Field(default=None, ge=1, description="None = torch's default")
 
 
 class LoopSettings(BaseModel):
@@ -119,9 +119,10 @@ class Settings(BaseSettings):
         env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid"
     )
 
-    s3: S3Settings
-    labelstudio: LabelStudioSettings
-    task: TaskSettings
+    # Sections default to empty so a missing section reports its missing fields by name.
+    s3: S3Settings = Field(default={}, validate_default=True)
+    labelstudio: LabelStudioSettings = Field(default={}, validate_default=True)
+    task: TaskSettings = Field(default={}, validate_default=True)
     train: TrainSettings = TrainSettings()
     loop: LoopSettings = LoopSettings()
     prefect: PrefectSettings = PrefectSettings()
@@ -203,3 +204,13 @@ def load_settings(
         raise ConfigError(_describe(error, path)) from None
     except (OSError, ValueError) as error:  # unreadable or malformed TOML
         raise ConfigError(f"Cannot read config file {path}: {error}. Fix the file.") from None
+
+
+def point_prefect_at(settings: Settings) -> None:
+    """Make flows report to the configured Prefect server (unless PREFECT_API_URL is set).
+
+    Call before Prefect is imported: without a server, each flow run would start a
+    temporary one of its own (16-30 s) and no run would be visible afterwards.
+    """
+    os.environ.setdefault("PREFECT_API_URL", settings.prefect.api_url)
+

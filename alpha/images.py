@@ -30,6 +30,8 @@ def _cause(error: BaseException) -> str:
         return f"decompression bomb: {error}"
     if "truncated" in text or isinstance(error, EOFError):
         return "truncated file"
+    if any(word in text for word in ("broken", "crc", "corrupt", "invalid", "bad ")):
+        return f"corrupt file: {error}"
     return f"{type(error).__name__}: {error}" if text else type(error).__name__
 
 

@@ -9,10 +9,12 @@ duplicating; each object PUT is atomic, and a record is written after what it po
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import re
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import wraps
 from typing import Any, ParamSpec, TypeVar
@@ -77,38 +79,52 @@ def make_s3_client(settings: S3Settings):
     )
 
 
-def _s3_errors(method: Callable[P, R]) -> Callable[P, R]:
+@contextmanager
+def _translated_errors(store: Store) -> Iterator[None]:
     """Turn boto errors into ServiceUnavailable messages that say what to fix."""
+    try:
+        yield
+    except EndpointConnectionError:
+        raise ServiceUnavailable(
+            f"S3 endpoint {store.endpoint} is unreachable: start it (`alpha stack up`) "
+            "or fix s3.endpoint_url."
+        ) from None
+    except NoCredentialsError:
+        raise ServiceUnavailable(
+            "No S3 credentials: set s3.access_key_id and s3.secret_access_key."
+        ) from None
+    except ClientError as error:
+        code = error.response.get("Error", {}).get("Code", "")
+        if code in ("InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "403"):
+            raise ServiceUnavailable(
+                f"S3 at {store.endpoint} refused the access key ({code}): check "
+                "s3.access_key_id and s3.secret_access_key."
+            ) from None
+        if code == "NoSuchBucket":
+            raise ServiceUnavailable(
+                f"S3 bucket {store.bucket!r} does not exist at {store.endpoint}: create it "
+                "(`alpha ingest` does) or fix s3.bucket."
+            ) from None
+        raise
+    except BotoCoreError as error:
+        raise ServiceUnavailable(f"S3 at {store.endpoint} failed: {error}") from None
+
+
+def _s3_errors(method: Callable[P, R]) -> Callable[P, R]:
+    """Apply `_translated_errors` to a Store method, generators included."""
+    if inspect.isgeneratorfunction(method):
+
+        @wraps(method)
+        def generator_wrapper(*args: P.args, **kwargs: P.kwargs):
+            with _translated_errors(args[0]):  # type: ignore[arg-type]
+                yield from method(*args, **kwargs)
+
+        return generator_wrapper  # type: ignore[return-value]
 
     @wraps(method)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        store: Store = args[0]  # type: ignore[assignment]
-        try:
+        with _translated_errors(args[0]):  # type: ignore[arg-type]
             return method(*args, **kwargs)
-        except EndpointConnectionError:
-            raise ServiceUnavailable(
-                f"S3 endpoint {store.endpoint} is unreachable: start it (`alpha stack up`) "
-                "or fix s3.endpoint_url."
-            ) from None
-        except NoCredentialsError:
-            raise ServiceUnavailable(
-                "No S3 credentials: set s3.access_key_id and s3.secret_access_key."
-            ) from None
-        except ClientError as error:
-            code = error.response.get("Error", {}).get("Code", "")
-            if code in ("InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "403"):
-                raise ServiceUnavailable(
-                    f"S3 at {store.endpoint} refused the access key ({code}): check "
-                    "s3.access_key_id and s3.secret_access_key."
-                ) from None
-            if code in ("NoSuchBucket",):
-                raise ServiceUnavailable(
-                    f"S3 bucket {store.bucket!r} does not exist at {store.endpoint}: create it "
-                    "(`alpha ingest` does) or fix s3.bucket."
-                ) from None
-            raise
-        except BotoCoreError as error:
-            raise ServiceUnavailable(f"S3 at {store.endpoint} failed: {error}") from None
 
     return wrapper
 
@@ -208,12 +224,15 @@ class Store:
         self.client.delete_object(Bucket=self.bucket, Key=key)
 
     @_s3_errors
-    def list_keys(self, sub_prefix: str) -> Iterator[str]:
-        """Every key under `{prefix}/{sub_prefix}`, page by page, in key order."""
+    def list_objects(self, sub_prefix: str) -> Iterator[tuple[str, int]]:
+        """(key, size) of every object under `{prefix}/{sub_prefix}`, page by page."""
         paginator = self.client.get_paginator("list_objects_v2")
         for page in paginator.paginate(Bucket=self.bucket, Prefix=self.key(sub_prefix)):
             for item in page.get("Contents", []):
-                yield item["Key"]
+                yield item["Key"], item["Size"]
+
+    def list_keys(self, sub_prefix: str) -> Iterator[str]:
+        return (key for key, _ in self.list_objects(sub_prefix))
 
     @_s3_errors
     def presigned_url(self, key: str, expires_s: int = 900) -> str:

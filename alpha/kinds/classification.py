@@ -30,7 +30,9 @@ TO_NAME = "image"
 DATA_KEY = "image"
 RESULT_TYPE = "choices"
 
-TEMPERATURE_BOUNDS = (0.05, 20.0)
+# Below 0.5, a small validation set the model gets all right drives the fit towards 0,
+# which saturates every probability and makes uncertainty scores tie.
+TEMPERATURE_BOUNDS = (0.5, 20.0)
 CHECKPOINT_FORMAT = 1
 
 
@@ -334,7 +336,7 @@ def _fit(
             loss = F.cross_entropy(model(x), y)
             loss.backward()
             optimizer.step()
-            total, seen = total + float(loss) * len(batch), seen + len(batch)
+            total, seen = total + loss.item() * len(batch), seen + len(batch)
         train_loss = total / max(seen, 1)
         if len(val_idx):
             val_loss = float(F.cross_entropy(_logits(model, images[val_idx]), y_val))
@@ -401,7 +403,9 @@ def evaluate(
 
 
 # ---- checkpoints -------------------------------------------------------------------------
-def save_checkpoint(trained: TrainedClassifier, labels: list[str], settings: TrainSettings) -> bytes:
+def save_checkpoint(
+    trained: TrainedClassifier, labels: list[str], settings: TrainSettings
+) -> bytes:
     """Weights plus plain values only, so it loads with torch.load(weights_only=True)."""
     model = trained.model
     if model.num_classes != len(labels):

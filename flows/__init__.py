@@ -1,0 +1,1 @@
+"""Prefect flows that orchestrate alpha's steps; the computing lives in `alpha/`."""

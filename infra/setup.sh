@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Install what is missing, and only that: Debian packages (Chromium for the browser test,
+# Fashion-MNIST for the demo) and the project's virtual environment in ./.venv.
+# Label Studio gets its own virtual environment, installed by `alpha stack up`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+apt_needed=()
+[ -x /usr/bin/chromium ] || apt_needed+=(chromium)
+[ -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ] || apt_needed+=(dataset-fashion-mnist)
+if [ ${#apt_needed[@]} -gt 0 ]; then
+  if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+    echo "setup: apt-get install ${apt_needed[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${apt_needed[@]}" >/dev/null
+  else
+    echo "setup: cannot apt-get install ${apt_needed[*]} (needs root and apt):" \
+         "the demo falls back to scikit-learn's digits and the browser test is skipped." >&2
+  fi
+fi
+
+python=${PYTHON:-$(command -v python3.11 || command -v python3)}
+if [ ! -x .venv/bin/python ]; then
+  echo "setup: creating .venv with $python"
+  "$python" -m venv .venv
+fi
+# Reinstall only when the project's dependencies changed since the last install.
+stamp=.venv/.alpha-installed
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+  echo "setup: pip install -e .[dev] (torch==2.13.0 CPU build)"
+  .venv/bin/pip install --quiet --disable-pip-version-check -e '.[dev]' 2>&1 \
+    | grep -v "^WARNING: Location" || true
+  .venv/bin/python -c "import alpha, torch, prefect, label_studio_sdk" >/dev/null
+  touch "$stamp"
+fi

@@ -1,0 +1,119 @@
+"""Settings: loaded from file + environment, every bad or missing one named at start."""
+
+import pytest
+
+from alpha.config import load_settings
+from alpha.errors import ConfigError
+
+GOOD_TOML = """
+[s3]
+prefix = "proj"
+access_key_id = "AKIAFILE"
+secret_access_key = "file-secret"
+
+[labelstudio]
+api_key = "token-from-file"
+
+[task]
+labels = ["cat", "dog"]
+"""
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch, tmp_path):
+    for name in list(__import__("os").environ):
+        if name.startswith("ALPHA_"):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("ALPHA_HOME", str(tmp_path / "home"))  # no stack.env there
+    monkeypatch.chdir(tmp_path)
+
+
+def write(tmp_path, text, name="alpha.toml"):
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def test_file_is_read_and_defaults_fill_the_rest(tmp_path):
+    settings = load_settings(write(tmp_path, GOOD_TOML))
+    assert settings.s3.prefix == "proj"
+    assert settings.task.labels == ["cat", "dog"]
+    assert settings.s3.access_key_id.get_secret_value() == "AKIAFILE"
+    assert settings.loop.batch_size == 100
+    assert settings.project_title == "alpha: proj"
+
+
+def test_default_alpha_toml_in_working_directory_is_used(tmp_path):
+    write(tmp_path, GOOD_TOML)
+    assert load_settings().s3.prefix == "proj"
+
+
+def test_environment_overrides_the_file(tmp_path, monkeypatch):
+    monkeypatch.setenv("ALPHA_S3__BUCKET", "from-env")
+    monkeypatch.setenv("ALPHA_LOOP__BATCH_SIZE", "7")
+    settings = load_settings(write(tmp_path, GOOD_TOML))
+    assert settings.s3.bucket == "from-env"
+    assert settings.loop.batch_size == 7
+
+
+def test_stack_env_file_supplies_generated_secrets(tmp_path, monkeypatch):
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "stack.env").write_text(
+        "ALPHA_S3__ACCESS_KEY_ID=gen-key\nALPHA_S3__SECRET_ACCESS_KEY=gen-secret\n"
+        "ALPHA_LABELSTUDIO__API_KEY=gen-token\n"
+    )
+    settings = load_settings(write(tmp_path, '[task]\nlabels = ["a", "b"]\n'))
+    assert settings.s3.access_key_id.get_secret_value() == "gen-key"
+    assert settings.labelstudio.api_key.get_secret_value() == "gen-token"
+
+
+def test_missing_settings_are_named_with_how_to_set_them(tmp_path):
+    with pytest.raises(ConfigError) as error:
+        load_settings(write(tmp_path, '[task]\nlabels = ["a", "b"]\n'))
+    message = str(error.value)
+    assert "s3.access_key_id is missing" in message
+    assert "ALPHA_S3__ACCESS_KEY_ID" in message
+    assert "labelstudio.api_key is missing" in message
+    assert "alpha stack up" in message
+
+
+def test_missing_task_labels_is_named(tmp_path):
+    with pytest.raises(ConfigError, match=r"task.labels is missing.*ALPHA_TASK__LABELS"):
+        load_settings(write(tmp_path, GOOD_TOML.replace('[task]\nlabels = ["cat", "dog"]', "")))
+
+
+@pytest.mark.parametrize(
+    ("replace", "by", "named"),
+    [
+        ('labels = ["cat", "dog"]', 'labels = ["cat"]', "task.labels"),
+        ('labels = ["cat", "dog"]', 'labels = ["cat", "cat"]', "task.labels"),
+        ('prefix = "proj"', 'prefix = "../escape"', "s3.prefix"),
+        ("[task]", "[loop]\nbatch_size = 0\n[task]", "loop.batch_size"),
+        ("[task]", '[train]\nepochs = "many"\n[task]', "train.epochs"),
+        ("[task]", '[loop]\nstrategy = "psychic"\n[task]', "loop.strategy"),
+        ("[task]", '[nonsense]\nx = 1\n[task]', "nonsense"),
+    ],
+)
+def test_invalid_values_are_named(tmp_path, replace, by, named):
+    with pytest.raises(ConfigError) as error:
+        load_settings(write(tmp_path, GOOD_TOML.replace(replace, by)))
+    assert named in str(error.value)
+
+
+def test_secrets_never_appear_in_the_error(tmp_path):
+    with pytest.raises(ConfigError) as error:
+        bad = GOOD_TOML.replace("[task]", "[loop]\nbatch_size = -1\n[task]")
+        load_settings(write(tmp_path, bad))
+    assert "file-secret" not in str(error.value)
+    assert "token-from-file" not in str(error.value)
+
+
+def test_missing_config_file_is_named(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_settings(tmp_path / "nope.toml")
+
+
+def test_malformed_toml_is_named(tmp_path):
+    with pytest.raises(ConfigError, match="Cannot read config file"):
+        load_settings(write(tmp_path, "[s3\nprefix = "))

@@ -1,0 +1,129 @@
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from alpha.errors import DataError
+from alpha.records import LabelRecord, write_record
+from alpha.score import score_pool
+from alpha.store import Store
+from alpha.train import load_model, train_model
+
+LABELS = ["dark", "bright", "striped"]
+
+
+def _png(label: str, rng: np.random.Generator) -> bytes:
+    """Three classes a tiny CNN separates in a few epochs."""
+    noise = rng.integers(0, 40, (10, 10))
+    if label == "dark":
+        pixels = noise
+    elif label == "bright":
+        pixels = 215 + noise
+    else:
+        pixels = noise + 215 * (np.arange(10)[:, None] % 2 == 0)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels.astype(np.uint8)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _add_image(store: Store, name: str, data: bytes) -> tuple[str, str]:
+    key = store.image_key(name)
+    store.put_bytes(key, data)
+    return store.image_id_for(key), key
+
+
+def _label(store: Store, image_id: str, key: str, label: str | None, status="labeled"):
+    write_record(
+        store,
+        LabelRecord(image_id=image_id, image_key=key, status=status, label=label, source="seed"),
+    )
+
+
+@pytest.fixture
+def project(store):
+    """12 labeled images per class, odd records and files, and an unlabeled pool of 20."""
+    rng = np.random.default_rng(0)
+    labeled = {}
+    for label in LABELS:
+        for i in range(12):
+            image_id, key = _add_image(store, f"train/{label}_{i}.png", _png(label, rng))
+            _label(store, image_id, key, label)
+            labeled[image_id] = label
+    odd = {}
+    odd["corrupt"] = _add_image(store, "train/corrupt.png", b"\x89PNG\r\n\x1a\n broken")
+    _label(store, *odd["corrupt"], "dark")
+    odd["gone"] = (store.image_id_for(store.image_key("train/gone.png")),
+                   store.image_key("train/gone.png"))
+    _label(store, *odd["gone"], "bright")  # its image was deleted from the bucket
+    odd["horse"] = _add_image(store, "train/horse.png", _png("dark", rng))
+    _label(store, *odd["horse"], "horse")
+    odd["skip"] = _add_image(store, "train/skip.png", _png("dark", rng))
+    _label(store, *odd["skip"], None, status="skipped")
+    pool = {}
+    for i in range(20):
+        label = LABELS[i % 3]
+        pool[_add_image(store, f"pool/{i:02d}.png", _png(label, rng))[0]] = label
+    pool_corrupt = _add_image(store, "pool/zz_corrupt.jpg", b"\xff\xd8\xff not really")[0]
+    return {"labeled": labeled, "odd": odd, "pool": pool, "pool_corrupt": pool_corrupt}
+
+
+def test_load_model_before_training(store):
+    with pytest.raises(DataError, match="No model trained yet"):
+        load_model(store)
+
+
+def test_train_without_labels(store, settings):
+    with pytest.raises(DataError, match="No usable labels"):
+        train_model(store, settings)
+
+
+def test_train_then_score(store, settings, project):
+    info = train_model(store, settings, version="v1")
+    odd = project["odd"]
+
+    assert info.version == "v1" and info.n_labels == 36
+    assert set(info.ignored) == {odd["horse"][0], odd["skip"][0]}
+    assert "'horse' is not one of task.labels" in info.ignored[odd["horse"][0]]
+    assert len(info.skipped) == 2
+    assert any("corrupt.png" in msg and "cannot be read" in msg for msg in info.skipped)
+    assert any("gone.png" in msg and "missing" in msg for msg in info.skipped)
+
+    files = {name: store.model_key("v1", name) for name in
+             ("model.pt", "labels_seen.json", "metrics.json")}
+    assert all(store.exists(key) for key in files.values())
+    assert store.get_json(files["labels_seen.json"]) == project["labeled"]
+    manifest = store.get_json(files["metrics.json"])
+    assert manifest["version"] == "v1" and manifest["n_labels"] == 36
+    assert manifest["labels"] == LABELS and manifest["skipped"] == info.skipped
+    assert 0.05 <= manifest["temperature"] <= 20 and "created_at" in manifest
+    assert store.get_json(store.key("models", "latest.json")) == {"version": "v1"}
+
+    loaded = load_model(store)
+    assert loaded.version == "v1" and loaded.labels == LABELS
+    queued = sorted(project["pool"])[:5]
+    records = set(project["labeled"]) | {image_id for image_id, _ in odd.values()}
+    scores = score_pool(store, loaded, settings, exclude=records | set(queued))
+
+    expected = sorted(set(project["pool"]) - set(queued))
+    assert sorted(scores.image_ids) == expected and len(expected) == 15
+    assert scores.keys == [store.image_key(f"pool/{i:02d}.png") for i in range(20)
+                           if store.image_id_for(store.image_key(f"pool/{i:02d}.png"))
+                           in scores.image_ids]
+    assert scores.probs.shape == (15, 3) and scores.probs.dtype == np.float64
+    np.testing.assert_allclose(scores.probs.sum(axis=1), 1.0)
+    assert len(scores.skipped) == 1 and "'proj/images/pool/zz_corrupt.jpg'" in scores.skipped[0]
+
+    predicted = [LABELS[p] for p in scores.probs.argmax(axis=1)]
+    truth = [project["pool"][i] for i in scores.image_ids]
+    assert np.mean([p == t for p, t in zip(predicted, truth, strict=True)]) > 0.6
+
+
+def test_default_version_and_latest_moves(store, settings, project):
+    first = train_model(store, settings)
+    assert first.version.startswith("m") and first.version.endswith("-n36")
+    train_model(store, settings, version="v2")
+    assert load_model(store).version == "v2"
+    assert load_model(store, first.version).version == first.version
+    with pytest.raises(DataError, match="does not exist"):
+        load_model(store, "nope")
