@@ -1,0 +1,137 @@
+"""The whole loop on the real stack: a round as a flow run on the Prefect server, rounds
+closed by the simulated annotator, and the round served on a cron schedule."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+from alpha.ingest import ingest_folder
+from alpha.loop import open_context
+from alpha.records import read_all_records
+from alpha.rounds import round_ids
+from alpha.simulate import simulate_annotations
+from alpha.store import image_id_from_key
+from flows.round import active_learning_round
+
+pytestmark = pytest.mark.integration
+
+SEED_PER_CLASS = 6
+POOL = 200
+BATCH = 20
+
+
+@pytest.fixture(scope="module")
+def digits_project(tmp_path_factory):
+    """A fresh project: 60 seed labels and a pool of 200 real digits, with their truth."""
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    folder = tmp_path_factory.mktemp("digits")
+    images = folder / "images"
+    images.mkdir()
+    rng = np.random.default_rng(0)
+    order = rng.permutation(len(digits.target))
+    seed: list[int] = []
+    for c in range(10):
+        seed += [i for i in order if digits.target[i] == c][:SEED_PER_CLASS]
+    pool = [i for i in order if i not in set(seed)][:POOL]
+    truth = {}
+    for i in seed + pool:
+        name = f"digit-{i:04d}.png"
+        Image.fromarray((digits.images[i] * 16).clip(0, 255).astype(np.uint8)).save(images / name)
+        if i in pool:
+            truth[image_id_from_key(name)] = str(digits.target[i])
+    (folder / "seed.csv").write_text(
+        "".join(f"digit-{i:04d}.png,{digits.target[i]}\n" for i in seed))
+    prefix = f"test-flow-{uuid.uuid4().hex[:8]}"
+    config = folder / "alpha.toml"
+    config.write_text(
+        f'[s3]\nprefix = "{prefix}"\n'
+        f'[labelstudio]\nproject_title = "alpha test {prefix}"\n'
+        '[task]\nlabels = ["0","1","2","3","4","5","6","7","8","9"]\n'
+        "[train]\nimage_size = 8\nepochs = 4\n"
+        f'[loop]\nbatch_size = {BATCH}\nstrategy = "margin"\nschedule_cron = "17 3 * * *"\n'
+    )
+    ctx = open_context(config)
+    report = ingest_folder(ctx.store, ctx.settings, images, folder / "seed.csv")
+    assert report.uploaded == len(seed) + POOL and report.seed_labels == len(seed)
+    return config, ctx, truth
+
+
+def test_round_completes_on_the_prefect_server_and_publishes_an_artifact(digits_project):
+    config, ctx, _ = digits_project
+    state = active_learning_round(config_file=str(config), return_state=True)
+    assert state.is_completed(), state
+    summary = state.result()
+
+    with get_client(sync_client=True) as client:
+        run = client.read_flow_run(state.state_details.flow_run_id)
+        assert run.state.type.value == "COMPLETED"
+        artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(
+            flow_run_id=ArtifactFilterFlowRunId(any_=[run.id])))
+    report = "\n".join(a.data for a in artifacts if a.type == "markdown")
+    assert "labels so far: **60**" in report
+    assert f"tasks pushed: **{BATCH}**" in report
+    assert summary["project_url"] in report
+
+    assert summary["labels"]["labeled"] == 10 * SEED_PER_CLASS
+    assert summary["model"]["metrics"]["accuracy"] > 0.3
+    assert summary["push"]["created"] == BATCH
+    assert len(ctx.project.task_image_ids()) == BATCH
+    assert round_ids(ctx.store) == ["round-0001"]
+    assert ctx.store.exists(ctx.store.round_key("round-0001", "summary.json"))
+
+
+def test_rounds_closed_by_the_simulated_annotator_add_the_batch_size_each(digits_project):
+    config, ctx, truth = digits_project
+    labeled = len([r for r in read_all_records(ctx.store).values() if r.status == "labeled"])
+    for _ in range(2):
+        simulate_annotations(ctx.project, truth, error_rate=0.0, random_state=1)
+        summary = active_learning_round(config_file=str(config))
+        assert summary["pull"]["new"] == BATCH
+        assert summary["labels"]["labeled"] == labeled + BATCH
+        labeled += BATCH
+        assert summary["push"]["created"] == BATCH
+    tasks = ctx.project.task_image_ids()
+    assert len(tasks) == len(set(tasks)) == len(round_ids(ctx.store)) * BATCH
+    pulled = [r for r in read_all_records(ctx.store).values() if r.source == "labelstudio"]
+    assert len(pulled) == 2 * BATCH
+    assert all(r.simulated and r.label == truth[r.image_id] for r in pulled)
+
+
+def test_serve_registers_a_deployment_on_the_cron_schedule(digits_project):
+    config, ctx, _ = digits_project
+    alpha_cli = Path(sys.executable).parent / "alpha"
+    process = subprocess.Popen([str(alpha_cli), "serve", "--config", str(config)],
+                               env=os.environ.copy(), stdout=subprocess.PIPE,
+                               stderr=subprocess.STDOUT, text=True)
+    name = f"active-learning-round/alpha-{ctx.settings.s3.prefix}"
+    try:
+        deadline = time.monotonic() + 90
+        deployment = None
+        with get_client(sync_client=True) as client:
+            while deployment is None and time.monotonic() < deadline:
+                assert process.poll() is None, process.stdout.read()
+                try:
+                    deployment = client.read_deployment_by_name(name)
+                except Exception:
+                    time.sleep(1)
+        assert deployment is not None, f"{name} never appeared"
+        crons = [s.schedule.cron for s in deployment.schedules]
+        assert crons == ["17 3 * * *"]
+        assert deployment.parameters["config_file"] == str(config)
+        assert not any("secret" in str(v).lower() for v in deployment.parameters.values())
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
