@@ -22,8 +22,8 @@ app = typer.Typer(help="alpha: human-in-the-loop active learning for images.",
 stack_app = typer.Typer(help="The local stack: S3 (SeaweedFS), Label Studio, Prefect server.",
                         no_args_is_help=True)
 app.add_typer(stack_app, name="stack")
-console = Console()
-err_console = Console(stderr=True)
+console = Console(soft_wrap=True)
+err_console = Console(stderr=True, soft_wrap=True)
 
 ConfigOption = Annotated[
     Path | None, typer.Option("--config", "-c", help="TOML config file (default ./alpha.toml).")

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from alpha.config import Settings, load_settings
+from alpha.errors import DataError
 from alpha.labelstudio import LabelStudioProject, PushItem
 from alpha.records import read_all_records
 from alpha.rounds import read_round_record, write_round_record
@@ -42,8 +43,12 @@ def pull_step(ctx: RoundContext, round_id: str) -> dict:
     ctx.store.ensure_bucket()
     ctx.project.ensure_project()
     result = ctx.project.pull()
-    summary = result.summary() if hasattr(result, "summary") else dict(vars(result))
-    write_round_record(ctx.store, round_id, "pull", summary)
+    summary = {
+        "new": result.new, "updated": result.updated, "unchanged": result.unchanged,
+        "skipped": result.skipped,
+        "problems": [f"task {p.task_id} ({p.image_id}): {p.reason}" for p in result.problems],
+    }
+    write_round_record(ctx.store, round_id, "pull", {**summary, "changed": result.changed})
     return summary
 
 
@@ -60,11 +65,11 @@ def train_step(ctx: RoundContext) -> dict:
     labeled = label_counts(ctx)["labeled"]
     try:
         latest = load_model(ctx.store)
-    except Exception:  # no model yet
+    except DataError:  # no model yet
         latest = None
     threshold = ctx.settings.loop.min_new_labels
-    if latest is not None and labeled - latest.metrics.get("n_labels", 0) < threshold:
-        return {"version": latest.version, "metrics": latest.metrics, "trained": False}
+    if latest is not None and labeled - latest.metrics["n_labels"] < threshold:
+        return {"version": latest.version, "metrics": latest.metrics["metrics"], "trained": False}
     info = train_model(ctx.store, ctx.settings)
     return {"version": info.version, "metrics": info.metrics, "trained": True}
 

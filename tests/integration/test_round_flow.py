@@ -26,7 +26,7 @@ from flows.round import active_learning_round
 
 pytestmark = pytest.mark.integration
 
-SEED_PER_CLASS = 6
+SEED_PER_CLASS = 10
 POOL = 200
 BATCH = 20
 
@@ -60,7 +60,7 @@ def digits_project(tmp_path_factory):
         f'[s3]\nprefix = "{prefix}"\n'
         f'[labelstudio]\nproject_title = "alpha test {prefix}"\n'
         '[task]\nlabels = ["0","1","2","3","4","5","6","7","8","9"]\n'
-        "[train]\nimage_size = 8\nepochs = 4\n"
+        "[train]\nimage_size = 8\nepochs = 15\n"
         f'[loop]\nbatch_size = {BATCH}\nstrategy = "margin"\nschedule_cron = "17 3 * * *"\n'
     )
     ctx = open_context(config)
@@ -81,7 +81,7 @@ def test_round_completes_on_the_prefect_server_and_publishes_an_artifact(digits_
         artifacts = client.read_artifacts(artifact_filter=ArtifactFilter(
             flow_run_id=ArtifactFilterFlowRunId(any_=[run.id])))
     report = "\n".join(a.data for a in artifacts if a.type == "markdown")
-    assert "labels so far: **60**" in report
+    assert f"labels so far: **{10 * SEED_PER_CLASS}**" in report
     assert f"tasks pushed: **{BATCH}**" in report
     assert summary["project_url"] in report
 
