@@ -1,0 +1,172 @@
+"""Push/pull throughput: alpha's bulk Label Studio adapter vs one-task-at-a-time SDK calls.
+
+Against the running local stack (`alpha stack up`), on the same server:
+
+- push: `LabelStudioProject.push` (one bulk import per 500 tasks, predictions inline) vs
+  `tasks.create` + `predictions.create` per task;
+- pull: `LabelStudioProject.pull` (Data Manager id listing + export of annotated tasks,
+  parallel record writes) vs listing the tasks then `annotations.list` per task and writing
+  each record in turn;
+- listing a project's tasks: the adapter's `task_image_ids` vs `tasks.list(fields="all")`.
+
+Both sides annotate with the simulated annotator in between (timed too, not compared). Each
+run makes its own S3 prefixes and projects and removes them at the end.
+
+    ALPHA_HOME=... python bench/push_pull.py --tasks 1000
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import time
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+from PIL import Image
+
+from alpha.config import Settings, load_settings
+from alpha.labelstudio import LabelStudioProject, PushItem
+from alpha.records import LabelRecord, read_record, upsert_record
+from alpha.simulate import simulate_annotations
+from alpha.store import Store, image_id_from_key
+
+LABELS = [str(d) for d in range(10)]
+
+
+def settings_for(run: str, side: str) -> Settings:
+    return load_settings(
+        s3={"prefix": f"bench-{run}-{side}"},
+        labelstudio={"project_title": f"alpha bench {run} {side}"},
+        task={"labels": LABELS},
+    )
+
+
+def upload_images(store: Store, n: int, rng: np.random.Generator) -> tuple[list, dict]:
+    """n small random PNGs; returns push items and the 'truth' for the simulator."""
+    pngs = []
+    for _ in range(n):
+        buffer = io.BytesIO()
+        Image.fromarray(rng.integers(0, 256, (16, 16), dtype=np.uint8)).save(buffer, "PNG")
+        pngs.append(buffer.getvalue())
+    keys = [store.image_key(f"bench/{i:06d}.png") for i in range(n)]
+    store.ensure_bucket()
+    with ThreadPoolExecutor(16) as pool:
+        list(pool.map(lambda kp: store.put_bytes(kp[0], kp[1], "image/png"), zip(keys, pngs,
+                                                                                strict=True)))
+    items, truth = [], {}
+    for i, key in enumerate(keys):
+        image_id = image_id_from_key(f"bench/{i:06d}.png")
+        probs = rng.dirichlet(np.ones(len(LABELS)))
+        items.append(PushItem(image_id, key, probs, float(probs.max())))
+        truth[image_id] = LABELS[int(rng.integers(len(LABELS)))]
+    return items, truth
+
+
+def naive_push(project: LabelStudioProject, items: list[PushItem], model_version: str) -> None:
+    client, kind = project.client, project.kind
+    for item in items:
+        task = client.tasks.create(project=project.project_id, data={
+            kind.DATA_KEY: project.store.s3_uri(item.key), "image_id": item.image_id,
+            "round": "bench"})
+        pred = kind.prediction(item.probs, LABELS, item.score, model_version)
+        client.predictions.create(task=task.id, result=pred["result"], score=pred["score"],
+                                  model_version=model_version)
+
+
+def naive_pull(project: LabelStudioProject) -> int:
+    client, kind, store = project.client, project.kind, project.store
+    written = 0
+    for task in client.tasks.list(project=project.project_id, page_size=100):
+        annotations = [a for a in client.annotations.list(id=task.id) if not a.was_cancelled]
+        if not annotations:
+            continue
+        latest = max(annotations, key=lambda a: a.updated_at)
+        uri = task.data[kind.DATA_KEY]
+        record = LabelRecord(
+            image_id=task.data["image_id"], image_key=uri.removeprefix(store.s3_uri("")),
+            status="labeled", label=kind.label_from_result(latest.result, LABELS),
+            source="labelstudio", ls_project_id=project.project_id, ls_task_id=task.id,
+            ls_annotation_id=latest.id, annotation_updated_at=latest.updated_at.isoformat())
+        written += upsert_record(store, record, read_record(store, record.image_id))
+    return written
+
+
+def timed(label: str, n: int, fn, results: dict):
+    start = time.perf_counter()
+    out = fn()
+    seconds = time.perf_counter() - start
+    results[label] = seconds
+    print(f"  {label:<38} {seconds:8.2f} s  {n / seconds:9.1f} tasks/s", flush=True)
+    return out
+
+
+def cleanup(project: LabelStudioProject, store: Store) -> None:
+    found = project._find_project()
+    if found is not None:
+        project.client.projects.delete(id=found["id"])
+    keys = list(store.list_keys(""))
+    for start in range(0, len(keys), 1000):
+        store.client.delete_objects(Bucket=store.bucket, Delete={
+            "Objects": [{"Key": k} for k in keys[start:start + 1000]], "Quiet": True})
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tasks", type=int, default=1000)
+    args = parser.parse_args()
+    n, run = args.tasks, uuid.uuid4().hex[:8]
+    rng = np.random.default_rng(0)
+    sides = {}
+    for side in ("bulk", "naive"):
+        settings = settings_for(run, side)
+        store = Store.from_settings(settings)
+        sides[side] = (LabelStudioProject(settings, store), store)
+    results: dict[str, float] = {}
+    try:
+        print(f"uploading {n} images per side, setting up projects ...", flush=True)
+        prepared = {side: upload_images(store, n, rng) for side, (_, store) in sides.items()}
+        for project, _ in sides.values():
+            project.ensure_project()
+
+        bulk, _ = sides["bulk"]
+        naive, _ = sides["naive"]
+        items, truth = prepared["bulk"]
+        print(f"push {n} tasks with predictions:")
+        timed("bulk push (adapter)", n, lambda: bulk.push(items, "bench-v1", "r1"), results)
+        naive_items, naive_truth = prepared["naive"]
+        timed("one-at-a-time push (SDK)", n, lambda: naive_push(naive, naive_items, "bench-v1"),
+              results)
+
+        print(f"list {n} tasks (image id -> task id):")
+        timed("task_image_ids (DM include=id,data)", n, bulk.task_image_ids, results)
+        timed("tasks.list(fields='all')", n, lambda: list(bulk.client.tasks.list(
+            project=bulk.project_id, fields="all", page_size=1000)), results)
+
+        print(f"annotate {n} tasks (simulated annotator, per task; not compared):")
+        timed("simulate (bulk side)", n, lambda: simulate_annotations(bulk, truth), results)
+        timed("simulate (naive side)", n, lambda: simulate_annotations(naive, naive_truth),
+              results)
+
+        print(f"pull {n} annotated tasks into label records:")
+        pulled = timed("bulk pull (adapter)", n, bulk.pull, results)
+        assert pulled.new == n, pulled
+        written = timed("one-at-a-time pull (SDK)", n, lambda: naive_pull(naive), results)
+        assert written == n, written
+        again = timed("bulk pull again (nothing new)", n, bulk.pull, results)
+        assert again.new == again.updated == 0
+
+        push_ratio = results["one-at-a-time push (SDK)"] / results["bulk push (adapter)"]
+        pull_ratio = results["one-at-a-time pull (SDK)"] / results["bulk pull (adapter)"]
+        list_ratio = results["tasks.list(fields='all')"] / results[
+            "task_image_ids (DM include=id,data)"]
+        print(f"speed-up: push x{push_ratio:.1f}, pull x{pull_ratio:.1f}, "
+              f"listing x{list_ratio:.1f}")
+    finally:
+        for project, store in sides.values():
+            cleanup(project, store)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,164 @@
+"""Fixtures for integration tests against the REAL local stack (S3, Label Studio).
+
+Each test module gets its own S3 prefix and Label Studio project (unique names), real PNG
+digits under `images/`, and removes both afterwards, so modules never see each other's data.
+When the stack is not running the whole folder is skipped with the reason, except on CI
+(`CI=true`), where a missing stack is a failure: a green CI run must have really tested it.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from sklearn.datasets import load_digits
+
+from alpha.config import Settings, alpha_home, load_settings
+from alpha.errors import ConfigError
+from alpha.labelstudio import LabelStudioProject, PushItem
+from alpha.store import Store, image_id_from_key
+from infra import stack
+
+LABELS = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine"]
+N_IMAGES = 16
+HERE = Path(__file__).parent
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if HERE in Path(str(item.fspath)).parents:
+            item.add_marker(pytest.mark.integration)
+
+
+def _why_unusable() -> str | None:
+    """Why the integration tests cannot run here, or None when S3 and Label Studio can."""
+    try:
+        services = {s["service"]: s for s in stack.status()}
+    except Exception as error:  # no stack folder, unreadable PID files...
+        return f"cannot read the local stack's status: {error}"
+    down = [name for name in ("s3", "labelstudio") if not services.get(name, {}).get("healthy")]
+    if down:
+        return (f"local stack not healthy ({', '.join(down)} down under "
+                f"ALPHA_HOME={alpha_home()}): run `alpha stack up`")
+    try:
+        load_settings(task={"labels": LABELS})
+    except ConfigError as error:
+        return f"the stack's settings under ALPHA_HOME={alpha_home()} do not load: {error}"
+    return None
+
+
+@pytest.fixture(scope="session", autouse=True)
+def stack_is_up() -> None:
+    """Skip (or on CI fail) unless S3 and Label Studio answer and their settings load."""
+    reason = _why_unusable()
+    if reason is None:
+        return
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"CI=true and {reason}", pytrace=False)
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def ls_credentials(stack_is_up) -> dict:
+    """The Label Studio login the stack generated (for the browser test)."""
+    creds = json.loads((alpha_home() / "stack" / "credentials.json").read_text())
+    return {"username": creds["ls_username"], "password": creds["ls_password"]}
+
+
+@pytest.fixture(scope="module")
+def run_id() -> str:
+    return uuid.uuid4().hex[:10]
+
+
+@pytest.fixture(scope="module")
+def settings(stack_is_up, run_id) -> Settings:
+    return load_settings(
+        s3={"prefix": f"it-{run_id}"},
+        labelstudio={"project_title": f"alpha integration test {run_id}"},
+        task={"labels": LABELS},
+    )
+
+
+@pytest.fixture(scope="module")
+def store(settings):
+    store = Store.from_settings(settings)
+    store.ensure_bucket()
+    yield store
+    keys = list(store.list_keys(""))
+    for start in range(0, len(keys), 1000):
+        store.client.delete_objects(
+            Bucket=store.bucket,
+            Delete={"Objects": [{"Key": k} for k in keys[start:start + 1000]], "Quiet": True},
+        )
+
+
+@dataclass(frozen=True)
+class DigitImage:
+    image_id: str
+    key: str
+    label: str
+    png: bytes
+
+
+def digit_png(pixels: np.ndarray) -> bytes:
+    """An 8x8 sklearn digit (0..16) as a 32x32 grayscale PNG."""
+    array = (np.asarray(pixels).reshape(8, 8) * (255 / 16)).astype(np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(array).resize((32, 32), Image.NEAREST).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="module")
+def images(store) -> list[DigitImage]:
+    """N_IMAGES real digit images uploaded under `images/`, with their true labels."""
+    digits = load_digits()
+    out = []
+    for index in range(N_IMAGES):
+        relative = f"digits/{index:03d}.png"
+        key = store.image_key(relative)
+        png = digit_png(digits.data[index])
+        store.put_bytes(key, png, "image/png")
+        out.append(DigitImage(image_id_from_key(relative), key, LABELS[digits.target[index]], png))
+    return out
+
+
+@pytest.fixture(scope="module")
+def truth(images) -> dict[str, str]:
+    return {image.image_id: image.label for image in images}
+
+
+def make_push_items(images: list[DigitImage], seed: int = 0) -> list[PushItem]:
+    """Fake model output for images: random probabilities, confidence = max probability."""
+    rng = np.random.default_rng(seed)
+    items = []
+    for image in images:
+        probs = rng.dirichlet(np.ones(len(LABELS)))
+        items.append(PushItem(image.image_id, image.key, probs, float(probs.max())))
+    return items
+
+
+@pytest.fixture(scope="session")
+def push_items():
+    """`push_items(images, seed=0)`: PushItems with made-up model output for those images."""
+    return make_push_items
+
+
+@pytest.fixture(scope="session")
+def labels() -> list[str]:
+    return list(LABELS)
+
+
+@pytest.fixture(scope="module")
+def project(settings, store, images):
+    project = LabelStudioProject(settings, store)
+    yield project
+    found = project._find_project()  # by title: also catches a project a failed test made
+    if found is not None:
+        project.client.projects.delete(id=found["id"])

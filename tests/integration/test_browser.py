@@ -1,0 +1,77 @@
+"""A pushed task, opened by a person's browser: the image shows and the model's guess is set.
+
+This is what an annotator sees, so it checks the parts no API call can: the labeling page
+fetches the presigned S3 image from another origin (bucket CORS), and the pre-annotation is
+loaded into the choices. Runs Debian's chromium headless through Playwright.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync", "--no-first-run",
+]
+
+
+@pytest.fixture(scope="module")
+def browser():
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
+    if not CHROMIUM.exists():
+        pytest.skip(f"no chromium at {CHROMIUM}: `apt-get install chromium`")
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+def test_a_pushed_task_shows_its_image_and_preannotation(
+    browser, project, images, push_items, labels, ls_credentials, tmp_path
+):
+    image = images[0]
+    item = push_items([image], seed=5)[0]
+    guess = labels[int(item.probs.argmax())]
+    task_id = project.push([item], model_version="m-browser", round_id="r-browser").created[
+        image.image_id]
+
+    # Label Studio registers a service worker that may make the image request itself, out of
+    # the page's sight; blocking it keeps the S3 request (and its CORS answer) observable.
+    context = browser.new_context(viewport={"width": 1400, "height": 900},
+                                  service_workers="block")
+    page = context.new_page()
+    s3_responses = []
+    context.on("response", lambda r: s3_responses.append(r)
+               if r.url.startswith(project.store.endpoint) else None)
+    page.goto(f"{project.url}/user/login/")
+    page.fill("input[name=email]", ls_credentials["username"])
+    page.fill("input[name=password]", ls_credentials["password"])
+    page.click("button[type=submit]")
+    page.wait_for_url(lambda url: "/user/login" not in url, timeout=30_000)
+
+    page.goto(f"{project.url}/projects/{project.project_id}/data?task={task_id}")
+    # The labeling page fetches the image (a CORS request to S3) and draws it from a blob.
+    page.wait_for_function(
+        "() => Array.from(document.querySelectorAll('img')).some("
+        "i => i.src.startsWith('blob:') && i.complete && i.naturalWidth === 32)",
+        timeout=60_000,
+    )
+    checked = page.evaluate(
+        "() => Array.from(document.querySelectorAll('input[type=checkbox]:checked'))"
+        ".map(i => (i.closest('label') || {}).innerText || '')"
+        ".filter(t => t.trim().length > 0)"
+    )
+    page.get_by_text("m-browser").first.wait_for(timeout=10_000)
+    shot = tmp_path / "labeling.png"
+    page.screenshot(path=str(shot))  # kept under pytest's basetemp for a person to look at
+    context.close()
+
+    assert [text.split("[")[0].strip() for text in checked] == [guess], checked
+    fetched = [r for r in s3_responses if image.key in r.url]
+    assert fetched and fetched[-1].status == 200
+    assert fetched[-1].headers.get("access-control-allow-origin") == project.url
