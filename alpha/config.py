@@ -91,6 +91,17 @@ class TrainSettings(BaseModel):
     val_fraction: float = Field(default=0.2, ge=0.0, lt=1.0)
     random_state: int = 0
     threads: int | None = Field(default=None, ge=1, description="None = torch's default")
+    widths: tuple[int, ...] = Field(
+        default=(32, 64, 128), min_length=1, description="Channels of each conv block."
+    )
+    weight_decay: float = Field(default=0.0, ge=0, description="> 0 trains with AdamW.")
+    min_steps: int = Field(
+        default=0, ge=0, description="Train at least this many batches (more epochs if needed)."
+    )
+    augment: bool = Field(default=False, description="Random shifts of up to 2 pixels.")
+    lr_schedule: Literal["constant", "cosine"] = Field(
+        default="constant", description="cosine: decay the learning rate to 0 over training."
+    )
 
 
 class LoopSettings(BaseModel):
