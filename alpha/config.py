@@ -99,9 +99,6 @@ class TrainSettings(BaseModel):
         default=0, ge=0, description="Train at least this many batches (more epochs if needed)."
     )
     augment: bool = Field(default=False, description="Random shifts of up to 2 pixels.")
-    lr_schedule: Literal["constant", "cosine"] = Field(
-        default="constant", description="cosine: decay the learning rate to 0 over training."
-    )
 
 
 class LoopSettings(BaseModel):

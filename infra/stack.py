@@ -196,10 +196,17 @@ def ensure_labelstudio_installed(paths: StackPaths, log: Callable[[str], None]) 
         return
     log(f"installing Label Studio {LABEL_STUDIO_VERSION} into {venv} (about 3 minutes)")
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-    subprocess.run(
-        [str(venv / "bin" / "pip"), "install", "--quiet", f"label-studio=={LABEL_STUDIO_VERSION}"],
-        check=True,
+    installed = subprocess.run(
+        [str(venv / "bin" / "pip"), "install", "--quiet", "--disable-pip-version-check",
+         f"label-studio=={LABEL_STUDIO_VERSION}"],
+        capture_output=True, text=True,
     )
+    if installed.returncode != 0:
+        shutil.rmtree(venv, ignore_errors=True)  # a half-installed venv would look installed
+        raise ServiceUnavailable(
+            f"Installing Label Studio into {venv} failed:\n{installed.stderr[-2000:]}\n"
+            "Check that PyPI is reachable, then run `alpha stack up` again."
+        )
 
 
 # ---- processes ---------------------------------------------------------------------------

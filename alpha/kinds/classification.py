@@ -333,10 +333,6 @@ def _fit(
     rng = np.random.default_rng(settings.random_state)
     y_val = torch.from_numpy(targets[val_idx])
     epochs = _epochs(len(train_idx), settings)
-    scheduler = None
-    if settings.lr_schedule == "cosine":
-        steps = epochs * sum(1 for _ in _batches(train_idx, settings.batch_size))
-        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(steps, 1))
     best_loss, best_epoch, best_state = math.inf, epochs, None
     train_loss = math.nan
     for epoch in range(1, epochs + 1):
@@ -350,8 +346,6 @@ def _fit(
             loss = F.cross_entropy(model(x), y)
             loss.backward()
             optimizer.step()
-            if scheduler is not None:
-                scheduler.step()
             total, seen = total + loss.item() * len(batch), seen + len(batch)
         train_loss = total / max(seen, 1)
         if len(val_idx):
