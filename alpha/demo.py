@@ -93,7 +93,7 @@ def run_demo(console: Console, simulate_rounds: int, pool_size: int, seed_size: 
         config, ctx, report = _setup_arm("demo", dataset, folder, f"demo-{dataset.name}",
                                          f"alpha demo: {dataset.name}", "margin", seed_csv)
         console.print(report.summary())
-        from flows.round import active_learning_round
+        from flows.round import active_learning_round  # only now: _setup_arm points Prefect
 
         started = time.monotonic()
         summary = active_learning_round(config_file=str(config))
@@ -101,7 +101,6 @@ def run_demo(console: Console, simulate_rounds: int, pool_size: int, seed_size: 
         return
 
     from alpha.simulate import simulate_annotations
-    from flows.round import active_learning_round
 
     run = time.strftime("%Y%m%d-%H%M%S")
     arms = {}
@@ -109,6 +108,7 @@ def run_demo(console: Console, simulate_rounds: int, pool_size: int, seed_size: 
         prefix = f"demo-{dataset.name}-sim-{run}-{strategy}"
         arms[strategy] = _setup_arm(strategy, dataset, folder, prefix,
                                     f"alpha simulation {run}: {strategy}", strategy, seed_csv)
+    from flows.round import active_learning_round  # only now: _setup_arm points Prefect
     results: dict[str, list[tuple[int, float]]] = {s: [] for s in arms}
     for round_number in range(simulate_rounds + 1):
         for strategy, (config, ctx, _) in arms.items():
