@@ -1,0 +1,62 @@
+"""Selection strategies: uncertainty measures, Bayesian MC predictions, diversity and hybrid
+batch selection, a class-balance guard and cold start, as pure functions of arrays.
+
+Measures take probabilities `(n, classes)` or `(n, classes, samples)`; strategies take
+scores and embeddings and return indices. `select_batch` is the one entry point the loop
+needs; `alpha.strategies.mc` (torch) turns a model into Monte-Carlo samples.
+"""
+
+from alpha.strategies.balance import class_balanced, class_cap
+from alpha.strategies.batch import (
+    DEFAULT_COLD_START_LABELS,
+    DEFAULT_STRATEGY,
+    NEEDS_EMBEDDINGS,
+    NEEDS_SAMPLES,
+    STRATEGIES,
+    select_batch,
+    strategy_score,
+)
+from alpha.strategies.coldstart import pixel_embeddings, typicality, typiclust
+from alpha.strategies.diversity import (
+    badge,
+    cluster_margin,
+    coreset,
+    gradient_embeddings,
+    top_k,
+)
+from alpha.strategies.measures import (
+    MEASURES,
+    bald,
+    entropy,
+    least_confidence,
+    margin,
+    mean_probs,
+    variation_ratio,
+)
+
+__all__ = [
+    "DEFAULT_COLD_START_LABELS",
+    "DEFAULT_STRATEGY",
+    "MEASURES",
+    "NEEDS_EMBEDDINGS",
+    "NEEDS_SAMPLES",
+    "STRATEGIES",
+    "badge",
+    "bald",
+    "class_balanced",
+    "class_cap",
+    "cluster_margin",
+    "coreset",
+    "entropy",
+    "gradient_embeddings",
+    "least_confidence",
+    "margin",
+    "mean_probs",
+    "pixel_embeddings",
+    "select_batch",
+    "strategy_score",
+    "top_k",
+    "typicality",
+    "typiclust",
+    "variation_ratio",
+]
