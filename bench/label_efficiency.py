@@ -8,8 +8,9 @@ model, training and budget per seed; random runs beside them, and modAL's and ba
 strategies run as peers on the same models where they exist.
 
 Writes rounds.csv (every seed and round), curves.csv (mean and 95% interval per round),
-summary.csv / summary.md (the table), mc_check.json (fast vs full MC dropout, baal
-agreement) and curves.png under --out, and prints the table.
+summary.csv / summary.md (the table), run.json (the command, settings, full-data accuracy,
+and the fast vs full MC dropout check with baal's agreement) and curves.png under --out,
+and prints the table.
 
     python bench/label_efficiency.py --dataset digits --quick
     python bench/label_efficiency.py --dataset fashion-mnist --seeds 5 --jobs 2
@@ -385,7 +386,8 @@ def summarize(rows: list[dict], full: list[dict]) -> tuple[list[dict], list[dict
             diff_mean, diff_half = interval(auc[s] - auc[base])
             row["auc_vs_random"], row["auc_vs_random_ci95"] = diff_mean, diff_half
             round_mean, round_half = interval(acc[s] - acc[base])
-            row["worst_round_vs_random"] = float(round_mean.min())
+            # After the seed round (shared, so identical): the largest mean deficit.
+            row["worst_round_vs_random"] = float(round_mean[1:].min(initial=0.0))
             row["rounds_below_random"] = int(((round_mean + round_half) < 0).sum())
             reach = labels_to_reach(labels, mean, random_mean[-1])
             row["labels_to_random_final"] = reach
@@ -405,7 +407,7 @@ def _fmt(value: Any, digits: int = 3) -> str:
     return str(value)
 
 
-def table(summary: list[dict], labels_max: int, full_accuracy: float) -> str:
+def table(summary: list[dict], labels_max: int, full_accuracy: float, pool_size: int) -> str:
     """The summary as a Markdown table (what the README and the closing note show)."""
     head = ("| strategy | final acc ± 95% | AUC ± 95% | ΔAUC vs random ± 95% | rounds below "
             "random | labels to random's final (ratio) | labels to 95% (ratio) | labels to "
@@ -428,7 +430,7 @@ def table(summary: list[dict], labels_max: int, full_accuracy: float) -> str:
             f"| {reach(r['labels_to_98'], r.get('ratio_98', math.nan))} "
             f"| {_fmt(r['select_s'], 2)} |"
         )
-    lines.append(f"\nFull-data accuracy (all {{pool}} labels): {100 * full_accuracy:.2f}%; "
+    lines.append(f"\nFull-data accuracy (all {pool_size} labels): {100 * full_accuracy:.2f}%; "
                  "95%/98% targets are shares of it. AUC = mean accuracy over the label range.")
     return "\n".join(lines)
 
@@ -454,8 +456,10 @@ def plot(curves: list[dict], full_accuracy: float, title: str, path: Path) -> No
     for strategy in dict.fromkeys(c["strategy"] for c in curves):
         points = [c for c in curves if c["strategy"] == strategy]
         x = [c["labels"] for c in points]
+        # Peers dashed: where they pick what ours pick, the two lines coincide.
         ax.plot(x, [c["mean"] for c in points], marker="o", ms=3, label=strategy,
-                lw=2.5 if strategy in ("default", "random") else 1.2)
+                lw=2.5 if strategy in ("default", "random") else 1.2,
+                ls="--" if strategy in PEERS else "-")
         ax.fill_between(x, [c["low"] for c in points], [c["high"] for c in points], alpha=0.15)
     if full_accuracy == full_accuracy:
         for share in (0.95, 0.98):
@@ -470,7 +474,7 @@ def plot(curves: list[dict], full_accuracy: float, title: str, path: Path) -> No
 
 
 # ---- command line -------------------------------------------------------------------------
-def parse(argv: list[str] | None = None) -> Config:
+def parse(argv: list[str] | None = None) -> tuple[Config, bool]:
     from alpha.strategies import DEFAULT_COLD_START_LABELS, STRATEGIES
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
@@ -493,6 +497,8 @@ def parse(argv: list[str] | None = None) -> Config:
     p.add_argument("--jobs", type=int, default=max(1, (os.cpu_count() or 1)))
     p.add_argument("--threads", type=int, default=1, help="torch threads per job")
     p.add_argument("--out", default=None, help="default: bench/results/<dataset>")
+    p.add_argument("--report-only", action="store_true",
+                   help="rewrite the table, CSVs and plot from --out's rounds.csv and run.json")
     # Training shared by every strategy (alpha.config.TrainSettings fields).
     p.add_argument("--epochs", type=int, default=15)
     p.add_argument("--min-steps", type=int, default=300)
@@ -526,7 +532,8 @@ def parse(argv: list[str] | None = None) -> Config:
     return Config(dataset=a.dataset, strategies=strategies, full_seeds=a.full_seeds,
                   mc_samples=a.mc_samples, cold_start=a.cold_start, jobs=a.jobs,
                   threads=a.threads, out=a.out or f"bench/results/{a.dataset}", train=train,
-                  baal_mc=a.baal_mc, mc_check=a.mc_check, seed_set=a.seed_set, **sizes)
+                  baal_mc=a.baal_mc, mc_check=a.mc_check, seed_set=a.seed_set,
+                  **sizes), a.report_only
 
 
 def _available(strategy: str) -> bool:
@@ -543,10 +550,8 @@ def _available(strategy: str) -> bool:
     return True
 
 
-def main(argv: list[str] | None = None) -> None:
-    cfg = parse(argv)
-    out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
+def run(cfg: Config) -> tuple[list[dict], dict[str, Any]]:
+    """Every task on cfg.jobs processes: (curve rows, run record with full-data and MC)."""
     family = dict(FAMILY, **({"baal-bald": "bald"} if cfg.baal_mc == "fast" else {}))
     families: dict[str, list[str]] = {}
     for s in cfg.strategies:
@@ -573,27 +578,52 @@ def main(argv: list[str] | None = None) -> None:
                   flush=True)
     order = {s: i for i, s in enumerate(cfg.strategies)}
     rows.sort(key=lambda r: (order[r["strategy"]], r["seed"], r["round"]))
-    curves, summary = summarize(rows, full)
-    full_accuracy = float(np.mean([f["accuracy"] for f in full])) if full else math.nan
-    labels_max = cfg.initial + cfg.rounds * cfg.batch
+    record = dict(config=asdict(cfg), command=" ".join(["python", *sys.argv]),
+                  pool_size=len(load_data(cfg.dataset, cfg.pool)[0]), full_data=full,
+                  seconds=time.perf_counter() - started, mc_check=mc)
+    return rows, record
 
+
+def report(rows: list[dict], record: dict[str, Any], out: Path) -> None:
+    """Write the CSVs, the table and the plot from a run's rows and record, and print."""
+    cfg = record["config"]
+    curves, summary = summarize(rows, record["full_data"])
+    accuracies = [f["accuracy"] for f in record["full_data"]]
+    full_accuracy = float(np.mean(accuracies)) if accuracies else math.nan
+    labels_max = cfg["initial"] + cfg["rounds"] * cfg["batch"]
     write_csv(out / "rounds.csv", rows)
     write_csv(out / "curves.csv", curves)
     write_csv(out / "summary.csv", summary)
-    meta = dict(config=asdict(cfg), command=" ".join(["python", *sys.argv]),
-                full_data=full, seconds=time.perf_counter() - started, mc_check=mc)
-    (out / "mc_check.json").write_text(json.dumps(meta, indent=2, default=str))
-    text = table(summary, labels_max, full_accuracy).replace("{pool}", str(len_pool(cfg)))
+    (out / "run.json").write_text(json.dumps(record, indent=2, default=str))
+    text = table(summary, labels_max, full_accuracy, record["pool_size"])
     (out / "summary.md").write_text(text + "\n")
-    plot(curves, full_accuracy, f"{cfg.dataset}: {cfg.seeds} seeds, {cfg.initial} seed labels "
-         f"+ {cfg.rounds} x {cfg.batch}", out / "curves.png")
+    plot(curves, full_accuracy, f"{cfg['dataset']}: {cfg['seeds']} seeds, {cfg['initial']} "
+         f"seed labels + {cfg['rounds']} x {cfg['batch']}", out / "curves.png")
     print(text)
-    print(mc_summary(mc))
-    print(f"wrote {out}/ in {time.perf_counter() - started:.0f} s")
+    print(mc_summary(record["mc_check"]))
 
 
-def len_pool(cfg: Config) -> int:
-    return len(load_data(cfg.dataset, cfg.pool)[0])
+def _read_rows(path: Path) -> list[dict]:
+    with path.open() as handle:
+        rows = list(csv.DictReader(handle))
+    for row in rows:
+        for key in ("seed", "round", "labels"):
+            row[key] = int(row[key])
+        for key in ("accuracy", "train_s", "select_s"):
+            row[key] = float(row[key])
+    return rows
+
+
+def main(argv: list[str] | None = None) -> None:
+    cfg, report_only = parse(argv)
+    out = Path(cfg.out)
+    if report_only:
+        report(_read_rows(out / "rounds.csv"), json.loads((out / "run.json").read_text()), out)
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    rows, record = run(cfg)
+    report(rows, record, out)
+    print(f"wrote {out}/ in {record['seconds']:.0f} s")
 
 
 def mc_summary(mc: dict[str, Any]) -> str:

@@ -18,6 +18,7 @@ from alpha.strategies.batch import (
 )
 from alpha.strategies.coldstart import pixel_embeddings, typicality, typiclust
 from alpha.strategies.diversity import (
+    DEFAULT_CANDIDATES,
     badge,
     cluster_margin,
     coreset,
@@ -35,6 +36,7 @@ from alpha.strategies.measures import (
 )
 
 __all__ = [
+    "DEFAULT_CANDIDATES",
     "DEFAULT_COLD_START_LABELS",
     "DEFAULT_STRATEGY",
     "MEASURES",
