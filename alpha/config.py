@@ -87,16 +87,20 @@ class TrainSettings(BaseModel):
     channels: Literal[1, 3] = 1
     epochs: int = Field(default=15, ge=1)
     batch_size: int = Field(default=64, ge=1)
-    learning_rate: float = Field(default=1e-3, gt=0)
+    learning_rate: float = Field(default=2e-3, gt=0, description="Peak of the one-cycle schedule.")
     val_fraction: float = Field(default=0.2, ge=0.0, lt=1.0)
     random_state: int = 0
     threads: int | None = Field(default=None, ge=1, description="None = torch's default")
     widths: tuple[int, ...] = Field(
-        default=(32, 64, 128), min_length=1, description="Channels of each conv block."
+        default=(16, 32, 64), min_length=1, description="Channels of each conv block."
     )
-    weight_decay: float = Field(default=0.0, ge=0, description="> 0 trains with AdamW.")
+    weight_decay: float = Field(default=5e-4, ge=0, description="AdamW's decoupled decay.")
     min_steps: int = Field(
-        default=0, ge=0, description="Train at least this many batches (more epochs if needed)."
+        default=500, ge=1, description="Train at least this many batches (more epochs if needed)."
+    )
+    refit: bool = Field(
+        default=True,
+        description="After calibrating on the held-out split, train again on every label.",
     )
     augment: bool = Field(default=False, description="Random shifts of up to 2 pixels.")
 
@@ -105,13 +109,35 @@ class LoopSettings(BaseModel):
     """How each active learning round runs."""
 
     batch_size: int = Field(default=100, ge=1, description="Images sent to annotators per round.")
-    strategy: Literal["least_confidence", "margin", "entropy", "random"] = "margin"
+    strategy: str = Field(
+        default_factory=lambda: _strategies().DEFAULT_STRATEGY,
+        description="How images are chosen: any of alpha.strategies.STRATEGIES.",
+    )
+    mc_samples: int = Field(
+        default=20, ge=2, description="Monte-Carlo dropout samples for Bayesian strategies."
+    )
     score_batch_size: int = Field(default=256, ge=1)
     schedule_cron: str = "0 * * * *"
     min_new_labels: int = Field(
         default=0, ge=0, description="Retrain only when at least this many new labels arrived."
     )
     random_state: int = 0
+
+    @field_validator("strategy")
+    @classmethod
+    def _known_strategy(cls, value: str) -> str:
+        names = _strategies().STRATEGIES
+        if value not in names:
+            raise ValueError(f"unknown strategy {value!r}: choose one of {', '.join(names)}")
+        return value
+
+
+def _strategies():
+    """alpha.strategies.batch, imported when first needed: it pulls in scikit-learn, which
+    every command that only reads settings would otherwise pay for."""
+    from alpha.strategies import batch
+
+    return batch
 
 
 class PrefectSettings(BaseModel):

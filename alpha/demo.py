@@ -19,6 +19,7 @@ from rich.table import Table
 from alpha.config import alpha_home
 from alpha.datasets import Dataset, load_demo_dataset, write_png_folder
 from alpha.kinds import get_kind
+from alpha.strategies import DEFAULT_STRATEGY
 
 TEST_IMAGES = 2000
 
@@ -91,7 +92,7 @@ def run_demo(console: Console, simulate_rounds: int, pool_size: int, seed_size: 
 
     if simulate_rounds <= 0:
         config, ctx, report = _setup_arm("demo", dataset, folder, f"demo-{dataset.name}",
-                                         f"alpha demo: {dataset.name}", "margin", seed_csv)
+                                         f"alpha demo: {dataset.name}", DEFAULT_STRATEGY, seed_csv)
         console.print(report.summary())
         from flows.round import active_learning_round  # only now: _setup_arm points Prefect
 
@@ -104,7 +105,7 @@ def run_demo(console: Console, simulate_rounds: int, pool_size: int, seed_size: 
 
     run = time.strftime("%Y%m%d-%H%M%S")
     arms = {}
-    for strategy in ("margin", "random"):
+    for strategy in (DEFAULT_STRATEGY, "random"):
         prefix = f"demo-{dataset.name}-sim-{run}-{strategy}"
         arms[strategy] = _setup_arm(strategy, dataset, folder, prefix,
                                     f"alpha simulation {run}: {strategy}", strategy, seed_csv)
@@ -120,11 +121,11 @@ def run_demo(console: Console, simulate_rounds: int, pool_size: int, seed_size: 
                           f"test accuracy {accuracy:.3f}", highlight=False)
             if round_number < simulate_rounds:
                 simulate_annotations(ctx.project, truth, error_rate=0.0, random_state=round_number)
-    table = Table("round", "labels", "alpha (margin)", "random", "difference",
+    table = Table("round", "labels", f"alpha ({DEFAULT_STRATEGY})", "random", "difference",
                   title=f"Test accuracy on {TEST_IMAGES} {dataset.name} test images "
                         "(labels from the SIMULATED annotator)")
     for number, ((labels, ours), (_, rand)) in enumerate(
-            zip(results["margin"], results["random"], strict=True), start=1):
+            zip(results[DEFAULT_STRATEGY], results["random"], strict=True), start=1):
         table.add_row(str(number), str(labels), f"{ours:.3f}", f"{rand:.3f}",
                       f"{ours - rand:+.3f}")
     console.print(table)

@@ -18,8 +18,8 @@ from alpha.labelstudio import LabelStudioProject, PushItem
 from alpha.records import read_all_records
 from alpha.rounds import read_round_record, write_round_record
 from alpha.score import score_pool
-from alpha.select import select
 from alpha.store import Store
+from alpha.strategies import NEEDS_SAMPLES, select_batch, strategy_score
 from alpha.train import load_model, train_model
 
 
@@ -74,30 +74,46 @@ def train_step(ctx: RoundContext) -> dict:
     return {"version": info.version, "metrics": info.metrics, "trained": True}
 
 
-def excluded_image_ids(ctx: RoundContext) -> set[str]:
-    """Labeled, skipped and already-queued images: never selected again."""
-    records = read_all_records(ctx.store)
-    return set(records) | set(ctx.project.task_image_ids())
+LABELED_EMBEDDINGS = frozenset({"coreset", "typiclust"})
+"""Strategies that place the pool relative to the labeled images' embeddings."""
 
 
 def select_step(ctx: RoundContext, round_id: str, version: str, strategy: str) -> dict:
-    """Score the pool with the model and write the round's selection (reused on a re-run)."""
+    """Score the pool with the model and write the round's selection (reused on a re-run).
+
+    Only what the strategy needs is computed: Monte-Carlo samples for Bayesian measures,
+    and the labeled images' embeddings for the strategies that compare the pool with what
+    is already labeled (core-set, TypiClust).
+    """
     existing = read_round_record(ctx.store, round_id, "selection")
     if existing is not None:
         return {key: value for key, value in existing.items() if key != "items"}
+    loop_settings = ctx.settings.loop
     loaded = load_model(ctx.store, version)
-    pool = score_pool(ctx.store, loaded, ctx.settings, exclude=excluded_image_ids(ctx))
-    indices, scores = select(
-        strategy, pool.image_ids, pool.probs, ctx.settings.loop.batch_size,
-        exclude=(), random_state=ctx.settings.loop.random_state,
+    records = read_all_records(ctx.store)
+    labeled_ids = {image_id for image_id, r in records.items() if r.status == "labeled"}
+    mc_samples = loop_settings.mc_samples if strategy in NEEDS_SAMPLES else 0
+    exclude = set(records) | set(ctx.project.task_image_ids())
+    pool = score_pool(ctx.store, loaded, ctx.settings, exclude=exclude, mc_samples=mc_samples)
+    labeled_embeddings = None
+    cold_start = len(labeled_ids) < len(loaded.labels)  # select_batch switches to TypiClust
+    if (strategy in LABELED_EMBEDDINGS or cold_start) and labeled_ids:
+        labeled_embeddings = score_pool(
+            ctx.store, loaded, ctx.settings, include=labeled_ids
+        ).embeddings
+    indices = select_batch(
+        strategy, loop_settings.batch_size, pool.probs, pool.embeddings, labeled_embeddings,
+        n_labeled=len(labeled_ids), random_state=loop_settings.random_state,
     )
+    scores = strategy_score(strategy, pool.probs) if len(pool.image_ids) else np.empty(0)
+    mean = pool.probs.mean(axis=2) if pool.probs.ndim == 3 else pool.probs
     items = [
         {
             "image_id": pool.image_ids[i],
             "key": pool.keys[i],
             "uncertainty": float(scores[i]),
-            "confidence": float(np.max(pool.probs[i])),
-            "probs": [float(p) for p in pool.probs[i]],
+            "confidence": float(np.max(mean[i])),
+            "probs": [float(p) for p in mean[i]],
         }
         for i in indices
     ]

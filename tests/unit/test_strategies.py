@@ -2,7 +2,6 @@ import numpy as np
 import pytest
 import torch
 
-from alpha import uncertainty
 from alpha.strategies import (
     MEASURES,
     STRATEGIES,
@@ -34,11 +33,6 @@ MC = np.stack([AGREE, DISAGREE])
 
 
 # ---- measures ----------------------------------------------------------------------------
-@pytest.mark.parametrize("name", ["least_confidence", "margin", "entropy"])
-def test_single_prediction_measures_match_alpha_uncertainty(name):
-    np.testing.assert_allclose(MEASURES[name](PROBS), getattr(uncertainty, name)(PROBS))
-
-
 def test_measures_on_mc_samples_use_the_mean():
     mean = MC.mean(axis=2)  # [[0.7, 0.3], [2/3, 1/3]]
     np.testing.assert_allclose(least_confidence(MC), [0.3, 1 / 3])

@@ -117,6 +117,28 @@ def test_train_then_score(store, settings, project):
     predicted = [LABELS[p] for p in scores.probs.argmax(axis=1)]
     truth = [project["pool"][i] for i in scores.image_ids]
     assert np.mean([p == t for p, t in zip(predicted, truth, strict=True)]) > 0.6
+    assert scores.embeddings.shape == (15, loaded.model.embedding_dim)
+    assert scores.embeddings.dtype == np.float32
+
+
+def test_score_with_mc_samples_and_only_some_images(store, settings, project):
+    train_model(store, settings, version="v1")
+    loaded = load_model(store)
+    wanted = sorted(project["pool"])[:7]
+    one = score_pool(store, loaded, settings, include=wanted)
+    assert sorted(one.image_ids) == wanted and one.probs.shape == (7, 3)
+
+    settings.loop.score_batch_size = 3  # several batches must share the same dropout masks
+    mc = score_pool(store, loaded, settings, include=wanted, mc_samples=5)
+    assert mc.image_ids == one.image_ids and mc.probs.shape == (7, 3, 5)
+    np.testing.assert_allclose(mc.probs.sum(axis=1), 1.0)
+    np.testing.assert_allclose(mc.embeddings, one.embeddings, rtol=1e-5, atol=1e-6)
+    assert np.ptp(mc.probs, axis=2).max() > 0  # the samples differ: dropout really sampled
+    again = score_pool(store, loaded, settings, include=wanted, mc_samples=5)
+    np.testing.assert_array_equal(again.probs, mc.probs)  # seeded: a re-run scores the same
+
+    none = score_pool(store, loaded, settings, include=[], mc_samples=5)
+    assert none.image_ids == [] and none.probs.shape == (0, 3, 5)
 
 
 def test_default_version_and_latest_moves(store, settings, project):

@@ -1,7 +1,9 @@
 import numpy as np
 import pytest
 
-from alpha.uncertainty import SCORERS, entropy, least_confidence, margin
+from alpha.strategies.measures import entropy, least_confidence, margin
+
+SCORERS = {"least_confidence": least_confidence, "margin": margin, "entropy": entropy}
 
 PROBS = np.array(
     [
@@ -56,7 +58,9 @@ def test_empty_pool_gives_empty_scores():
         assert scorer(np.empty((0, 3))).shape == (0,)
 
 
-@pytest.mark.parametrize("bad", [np.array([0.2, 0.8]), np.ones((2, 1)), np.ones((2, 2, 2))])
+@pytest.mark.parametrize(
+    "bad", [np.array([0.2, 0.8]), np.ones((2, 1)), np.ones((2, 1, 2)), np.ones((2, 2, 2, 2))]
+)
 def test_rejects_bad_shapes(bad):
     for scorer in SCORERS.values():
         with pytest.raises(ValueError, match="probs must"):
