@@ -130,6 +130,55 @@ def run_round(
 
 @app.command()
 @friendly_errors
+def pull(
+    config: ConfigOption = None,
+    full: Annotated[bool, typer.Option(help="Re-read every annotated task.")] = False,
+) -> None:
+    """Bring finished annotations from Label Studio into the bucket's label records."""
+    from alpha.loop import open_context
+
+    _settings(config)
+    result = open_context(config).project.pull(full=full)
+    console.print(f"pulled: {result.new} new, {result.updated} updated, {result.unchanged} "
+                  f"unchanged, {result.skipped} skipped, {result.retracted} retracted",
+                  highlight=False)
+    for problem in result.problems:
+        err_console.print(f"[yellow]not written:[/] task {problem.task_id} "
+                          f"({problem.image_id}): {problem.reason}", highlight=False)
+
+
+@app.command()
+@friendly_errors
+def push(config: ConfigOption = None) -> None:
+    """Send the current round's selection to Label Studio (again: nothing is sent twice)."""
+    from alpha.loop import open_context, push_step
+    from alpha.rounds import current_round_id
+
+    _settings(config)
+    ctx = open_context(config)
+    round_id = current_round_id(ctx.store)
+    console.print(f"{round_id}: {push_step(ctx, round_id)}", highlight=False)
+
+
+@app.command()
+@friendly_errors
+def relabel(config: ConfigOption = None) -> None:
+    """Refill the Label Studio project with every label in the bucket (after Label Studio
+    lost its database, or the project was deleted): one task per labeled image, carrying
+    its label."""
+    from alpha.loop import open_context
+    from alpha.records import read_all_records
+
+    _settings(config)
+    ctx = open_context(config)
+    result = ctx.project.restore(read_all_records(ctx.store).values())
+    console.print(f"restored {len(result.created)} labeled tasks to project "
+                  f"{result.project_id} ({len(result.already_present)} were there)",
+                  highlight=False)
+
+
+@app.command()
+@friendly_errors
 def serve(config: ConfigOption = None) -> None:
     """Register the round as a Prefect deployment on loop.schedule_cron and serve it."""
     settings = _settings(config)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -32,9 +33,10 @@ from label_studio_sdk import LabelStudio
 from label_studio_sdk.core.api_error import ApiError
 
 from alpha.config import Settings
+from alpha.consensus import majority_vote
 from alpha.errors import AnnotationError, ConfigError, ServiceUnavailable
 from alpha.kinds import get_kind
-from alpha.records import LabelRecord, read_record, upsert_record
+from alpha.records import LabelRecord, now_iso, read_record, upsert_record
 from alpha.store import IMAGE_SUFFIXES, Store
 
 log = logging.getLogger(__name__)
@@ -79,6 +81,7 @@ class PushResult:
     model_version: str
     created: dict[str, int] = field(default_factory=dict)
     already_present: dict[str, int] = field(default_factory=dict)
+    duplicates_removed: int = 0
 
 
 @dataclass(frozen=True)
@@ -100,6 +103,7 @@ class PullResult:
     updated: int = 0
     unchanged: int = 0
     skipped: int = 0
+    retracted: int = 0
     problems: list[PullProblem] = field(default_factory=list)
     changed: list[str] = field(default_factory=list)
 
@@ -421,43 +425,21 @@ class LabelStudioProject:
         selection twice (or again after a crash) creates nothing new.
         """
         items = list(items)
-        project_id = self.ensure_project()
-        existing = self.task_image_ids()
-        result = PushResult(project_id=project_id, model_version=model_version)
-        todo: dict[str, PushItem] = {}
-        for item in items:
-            if item.image_id in existing:
-                result.already_present[item.image_id] = existing[item.image_id]
-            else:
-                todo.setdefault(item.image_id, item)
-        ordered = sorted(todo.values(), key=lambda item: item.score)  # most useful first
-        for chunk in _chunks(ordered, IMPORT_CHUNK):
-            tasks = [
-                {
-                    "data": {
-                        self.kind.DATA_KEY: self.store.s3_uri(item.key),
-                        "image_id": item.image_id,
-                        "round": round_id,
-                    },
-                    "predictions": [
-                        self.kind.prediction(item.probs, self.labels, float(item.score),
-                                             model_version)
-                    ],
-                }
-                for item in chunk
-            ]
-            response = self.client.projects.import_tasks(
-                id=project_id, request=tasks, return_task_ids=True,
-                request_options={"timeout_in_seconds": 300},
-            )
-            task_ids = list(getattr(response, "task_ids", None) or [])
-            if len(task_ids) != len(chunk):  # never seen; re-read rather than guess
-                ids = self.task_image_ids()
-                result.created.update({item.image_id: ids[item.image_id] for item in chunk})
-            else:  # Label Studio creates tasks in the order given
-                result.created.update(
-                    {item.image_id: int(tid) for item, tid in zip(chunk, task_ids, strict=True)}
-                )
+        ordered = sorted({item.image_id: item for item in reversed(items)}.values(),
+                         key=lambda item: item.score)  # most useful first
+        tasks = {
+            item.image_id: {
+                "data": {self.kind.DATA_KEY: self.store.s3_uri(item.key),
+                         "image_id": item.image_id, "round": round_id},
+                "predictions": [self.kind.prediction(item.probs, self.labels, float(item.score),
+                                                     model_version)],
+            }
+            for item in ordered
+        }
+        project_id, created, present, removed = self._import_once(tasks, f"push of {round_id}")
+        result = PushResult(project_id=project_id, model_version=model_version,
+                            created=created, already_present=present,
+                            duplicates_removed=removed)
         if result.created:
             # Uncertainty sampling only ranks predictions of the project's model version.
             self._request("PATCH", f"api/projects/{project_id}/",
@@ -465,6 +447,111 @@ class LabelStudioProject:
         log.info("pushed %d tasks to project %d (%d already there)", len(result.created),
                  project_id, len(result.already_present))
         return result
+
+    @_ls_errors("refilling the project from the label records")
+    def restore(self, records: Iterable[LabelRecord]) -> PushResult:
+        """Put every labeled image back into the project as a task that carries its label.
+
+        For a project re-created after Label Studio lost its database (or deleted by
+        mistake): annotators see what is already labeled, selection and push never ask for
+        it again, and the next pull recognises the labels as the ones already recorded.
+        """
+        tasks = {
+            r.image_id: {
+                "data": {self.kind.DATA_KEY: self.store.s3_uri(r.image_key),
+                         "image_id": r.image_id, "restored": True},
+                "annotations": [{"result": self.kind.result_from_label(r.label)}],
+            }
+            for r in sorted(records, key=lambda r: r.image_id)
+            if r.status == "labeled" and r.label in self.labels
+        }
+        project_id, created, present, removed = self._import_once(tasks, "restore")
+        log.info("restored %d labeled tasks to project %d (%d already there)", len(created),
+                 project_id, len(present))
+        return PushResult(project_id=project_id, model_version="restored", created=created,
+                          already_present=present, duplicates_removed=removed)
+
+    def _intent_key(self) -> str:
+        return self.store.key("labelstudio", "import_in_progress.json")
+
+    def _import_once(
+        self, tasks: dict[str, dict], what: str
+    ) -> tuple[int, dict[str, int], dict[str, int], int]:
+        """Import the tasks of images that have none yet, so that each image ends with
+        exactly one task however often this runs or wherever a run is killed.
+
+        A run killed during an import leaves the request to finish on the server, after the
+        run has gone: the marker written before importing tells the next run to wait until
+        the project's task count stops moving before it reads what exists. Duplicates that
+        still appear (two runs at once) are removed afterwards, keeping the annotated or
+        oldest task. Returns (project id, created, already present, duplicates removed).
+        """
+        project_id = self.ensure_project()
+        if self.store.get_json(self._intent_key()) is not None:
+            self._wait_until_quiet()
+        removed = self.remove_duplicate_tasks()
+        existing = self.task_image_ids()
+        present = {image_id: existing[image_id] for image_id in tasks if image_id in existing}
+        todo = [(image_id, task) for image_id, task in tasks.items() if image_id not in existing]
+        created: dict[str, int] = {}
+        if todo:
+            self.store.put_json(self._intent_key(), {"what": what, "tasks": len(todo),
+                                                     "started_at": now_iso()})
+            for chunk in _chunks(todo, IMPORT_CHUNK):
+                response = self.client.projects.import_tasks(
+                    id=project_id, request=[task for _, task in chunk], return_task_ids=True,
+                    request_options={"timeout_in_seconds": 300},
+                )
+                task_ids = list(getattr(response, "task_ids", None) or [])
+                if len(task_ids) != len(chunk):  # never seen; re-read rather than guess
+                    ids = self.task_image_ids()
+                    created.update({image_id: ids[image_id] for image_id, _ in chunk})
+                else:  # Label Studio creates tasks in the order given
+                    created.update({image_id: int(task_id) for (image_id, _), task_id
+                                    in zip(chunk, task_ids, strict=True)})
+            removed += self.remove_duplicate_tasks()
+            self.store.delete(self._intent_key())
+        return project_id, created, present, removed
+
+    def _task_count(self) -> int:
+        data = self._request("GET", "api/tasks/", params={
+            "project": self.project_id, "include": "id", "resolve_uri": False, "page_size": 1})
+        return int(data.get("total", 0))
+
+    def _wait_until_quiet(self, settle_s: float = 3.0, limit_s: float = 120.0) -> None:
+        """Until the task count has not changed for `settle_s` (an import of a killed run is
+        still being written), or `limit_s` passed."""
+        deadline = time.monotonic() + limit_s
+        count, since = self._task_count(), time.monotonic()
+        while time.monotonic() < deadline and time.monotonic() - since < settle_s:
+            time.sleep(0.5)
+            now = self._task_count()
+            if now != count:
+                count, since = now, time.monotonic()
+
+    @_ls_errors("removing duplicate tasks")
+    def remove_duplicate_tasks(self) -> int:
+        """Delete extra tasks of an image, keeping every annotated one (a person's work is
+        never deleted), else the oldest; returns how many were deleted."""
+        by_image: dict[str, list[dict]] = {}
+        for task in self._list_tasks("id,data,total_annotations,cancelled_annotations"):
+            image_id = self._image_id_of(task.get("data") or {})
+            if image_id is not None:
+                by_image.setdefault(image_id, []).append(task)
+        removed = 0
+        for image_id, copies in by_image.items():
+            if len(copies) < 2:
+                continue
+            annotated = [t for t in copies
+                         if t.get("total_annotations") or t.get("cancelled_annotations")]
+            keep = {t["id"] for t in annotated} or {min(t["id"] for t in copies)}
+            for task in copies:
+                if task["id"] not in keep:
+                    self._request("DELETE", f"api/tasks/{task['id']}/")
+                    removed += 1
+            log.warning("image %s had %d tasks; deleted %d", image_id, len(copies),
+                        len(copies) - len(keep))
+        return removed
 
     @_ls_errors("listing the tasks nobody has annotated yet")
     def unannotated_tasks(self) -> dict[int, str | None]:
@@ -543,8 +630,10 @@ class LabelStudioProject:
                     ) -> LabelRecord:
         """The label record a task's annotations amount to (AnnotationError if they don't fit).
 
-        The latest finished annotation wins; a task whose annotations were all cancelled
-        (skipped by the annotator) is recorded as skipped so selection leaves it out.
+        Several finished annotations (overlap) are resolved by majority, ties to the latest
+        (alpha.consensus), and the votes and agreement are kept with the record; a task whose
+        annotations were all cancelled (skipped by the annotator) is recorded as skipped so
+        selection leaves it out.
         """
         data = task.get("data") or {}
         image_id = self._image_id_of(data)
@@ -559,11 +648,22 @@ class LabelStudioProject:
         annotations = task.get("annotations") or []
         if not annotations:
             raise AnnotationError(f"Task {task['id']} has no annotations any more.")
+
+        def when(annotation: dict) -> tuple[str, int]:
+            return annotation.get("updated_at") or "", int(annotation["id"])
+
+        annotations = sorted(annotations, key=when)
         finished = [a for a in annotations if not a.get("was_cancelled")]
-        chosen = max(finished or annotations, key=lambda a: (a.get("updated_at") or "", a["id"]))
-        label = None
+        label, votes, agreement = None, None, None
         if finished:
-            label = self.kind.label_from_result(chosen.get("result") or [], self.labels)
+            labels = [self.kind.label_from_result(a.get("result") or [], self.labels)
+                      for a in finished]
+            consensus = majority_vote(labels)
+            chosen, label = finished[consensus.index], consensus.label
+            if len(finished) > 1:
+                votes, agreement = consensus.votes, consensus.agreement
+        else:
+            chosen = annotations[-1]
         user = chosen.get("completed_by")
         user_id = user.get("id") if isinstance(user, dict) else user
         return LabelRecord(
@@ -577,7 +677,12 @@ class LabelStudioProject:
             ls_project_id=self.project_id,
             ls_task_id=int(task["id"]),
             ls_annotation_id=int(chosen["id"]),
-            annotation_updated_at=chosen.get("updated_at"),
+            # The newest change to any of the task's annotations: an edit of a losing vote
+            # still changes the record's votes.
+            annotation_updated_at=when(annotations[-1])[0] or None,
+            votes=votes,
+            agreement=agreement,
+            restored=bool(data.get("restored")),
         )
 
     @_ls_errors("pulling annotations")
@@ -603,6 +708,7 @@ class LabelStudioProject:
         listed = self._annotated_tasks(after)
         todo = sorted(tid for tid, updated in listed.items() if seen.get(str(tid)) != updated)
         result = PullResult(project_id=project_id)
+        self._retract_emptied(project_id, result)
         if not todo:
             return result
         users = self._users()
@@ -628,6 +734,33 @@ class LabelStudioProject:
                  result.new, result.updated, result.unchanged, len(result.problems))
         return result
 
+    def _retract_emptied(self, project_id: int, result: PullResult) -> None:
+        """Retract the label of every task whose annotations were all deleted since it was
+        pulled: the record stays, with its history, but no longer counts as a label.
+
+        A task without annotations drops out of the annotated-task listing the cursor reads,
+        so these are found the other way round: tasks with no annotation whose image has a
+        record pulled from that very task.
+        """
+        emptied = self.unannotated_tasks()
+        with_records = self.store.list_label_ids() if emptied else set()
+        for task_id, image_id in emptied.items():
+            if image_id is None or image_id not in with_records:
+                continue
+            old = read_record(self.store, image_id)
+            if (old is None or old.source != "labelstudio" or old.status == "retracted"
+                    or (old.ls_project_id, old.ls_task_id) != (project_id, task_id)):
+                continue
+            new = old.model_copy(update={
+                "status": "retracted", "label": None, "votes": None, "agreement": None,
+                "recorded_at": now_iso(), "history": [],
+            })
+            if upsert_record(self.store, new, old):
+                result.retracted += 1
+                result.changed.append(image_id)
+                log.info("task %d (%s): its annotations were deleted; label retracted",
+                         task_id, image_id)
+
     def _save_pull_state(self, project_id: int, cursor: str | None, seen: dict[str, str],
                          problem_ids: set[int]) -> None:
         """Advance the cursor, but never past a problem, so problems are read again."""
@@ -649,6 +782,11 @@ class LabelStudioProject:
 
         def upsert(record: LabelRecord) -> tuple[LabelRecord, bool, bool]:
             old = read_record(self.store, record.image_id) if record.image_id in existing else None
+            if (old is not None and record.restored
+                    and (old.status, old.label) == (record.status, record.label)):
+                # Put back by `alpha relabel`: the label is the one already recorded, made by
+                # whoever made it then, not by the account that refilled the project.
+                record.annotator, record.simulated = old.annotator, old.simulated
             return record, old is None, upsert_record(self.store, record, old)
 
         with ThreadPoolExecutor(max_workers=16) as pool:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -45,18 +46,23 @@ def pull_step(ctx: RoundContext, round_id: str) -> dict:
     result = ctx.project.pull()
     summary = {
         "new": result.new, "updated": result.updated, "unchanged": result.unchanged,
-        "skipped": result.skipped,
+        "skipped": result.skipped, "retracted": result.retracted,
         "problems": [f"task {p.task_id} ({p.image_id}): {p.reason}" for p in result.problems],
     }
     write_round_record(ctx.store, round_id, "pull", {**summary, "changed": result.changed})
     return summary
 
 
-def label_counts(ctx: RoundContext) -> dict[str, int]:
+def label_counts(ctx: RoundContext) -> dict[str, Any]:
+    """Labels by status, and how far annotators agree where several annotated one image."""
     records = read_all_records(ctx.store).values()
+    overlapped = [r.agreement for r in records if r.status == "labeled" and r.agreement is not None]
     return {
         "labeled": sum(r.status == "labeled" for r in records),
         "skipped": sum(r.status == "skipped" for r in records),
+        "retracted": sum(r.status == "retracted" for r in records),
+        "overlapped": len(overlapped),
+        "mean_agreement": float(np.mean(overlapped)) if overlapped else None,
     }
 
 
@@ -93,7 +99,9 @@ def select_step(ctx: RoundContext, round_id: str, version: str, strategy: str) -
     records = read_all_records(ctx.store)
     labeled_ids = {image_id for image_id, r in records.items() if r.status == "labeled"}
     mc_samples = loop_settings.mc_samples if strategy in NEEDS_SAMPLES else 0
-    exclude = set(records) | set(ctx.project.task_image_ids())
+    # A retracted label's image may be chosen again once its task is gone from the queue.
+    exclude = {i for i, r in records.items() if r.status != "retracted"}
+    exclude |= set(ctx.project.task_image_ids())
     pool = score_pool(ctx.store, loaded, ctx.settings, exclude=exclude, mc_samples=mc_samples)
     labeled_embeddings = None
     cold_start = len(labeled_ids) < len(loaded.labels)  # select_batch switches to TypiClust
@@ -133,9 +141,11 @@ def push_step(ctx: RoundContext, round_id: str) -> dict:
         for item in selection["items"]
     ]
     result = ctx.project.push(items, model_version=selection["model_version"], round_id=round_id)
-    record = {"created": result.created, "already_present": sorted(result.already_present)}
+    record = {"created": result.created, "already_present": sorted(result.already_present),
+              "duplicates_removed": result.duplicates_removed}
     write_round_record(ctx.store, round_id, "push", record)
-    return {"created": len(result.created), "already_present": len(result.already_present)}
+    return {"created": len(result.created), "already_present": len(result.already_present),
+            "duplicates_removed": result.duplicates_removed}
 
 
 def finish_round(ctx: RoundContext, round_id: str, summary: dict) -> None:

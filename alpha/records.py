@@ -21,9 +21,14 @@ def now_iso() -> str:
 
 
 class LabelRecord(BaseModel):
+    """`status`: labeled; skipped by the annotator; or retracted (its annotations were
+    deleted in Label Studio after a pull: kept, with its history, but no longer a label).
+    `votes` and `agreement` describe the annotations of an overlapped task (see
+    alpha.consensus); `restored` marks a label put back into a re-created project."""
+
     image_id: str
     image_key: str
-    status: Literal["labeled", "skipped"]
+    status: Literal["labeled", "skipped", "retracted"]
     label: str | None = None
     source: Literal["seed", "labelstudio"]
     annotator: str | None = None
@@ -32,13 +37,16 @@ class LabelRecord(BaseModel):
     ls_task_id: int | None = None
     ls_annotation_id: int | None = None
     annotation_updated_at: str | None = None
+    votes: dict[str, int] | None = None
+    agreement: float | None = None
+    restored: bool = False
     recorded_at: str = Field(default_factory=now_iso)
     history: list[dict] = Field(default_factory=list)
 
     def same_label_as(self, other: LabelRecord) -> bool:
-        return (self.status, self.label, self.ls_annotation_id, self.annotation_updated_at) == (
-            other.status, other.label, other.ls_annotation_id, other.annotation_updated_at
-        )
+        fields = ("status", "label", "ls_task_id", "ls_annotation_id", "annotation_updated_at",
+                  "votes")
+        return all(getattr(self, name) == getattr(other, name) for name in fields)
 
 
 def write_record(store: Store, record: LabelRecord) -> None:

@@ -13,11 +13,29 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 
 from alpha import loop
-from alpha.errors import ConfigError
+from alpha.config import load_settings
+from alpha.errors import AlphaError, ConfigError, ServiceUnavailable
 from alpha.rounds import current_round_id
 from alpha.strategies import STRATEGIES
 
-NETWORK_RETRIES = {"retries": 3, "retry_delay_seconds": [2, 10, 30]}
+
+def _may_pass(task, task_run, state) -> bool:
+    """Retry what a wait can fix (a service down or restarting, a dropped connection), not
+    a problem the user must fix (bad settings, bad data): retrying those only delays the
+    message."""
+    error = state.data
+    return not isinstance(error, AlphaError) or isinstance(error, ServiceUnavailable)
+
+
+NETWORK_RETRIES = {
+    "retries": 3, "retry_delay_seconds": [2, 10, 30], "retry_condition_fn": _may_pass,
+}
+
+
+@task(name="begin-round", **NETWORK_RETRIES)
+def begin_round(config_file: str | None) -> str:
+    """The round's id: the unfinished round if the last one crashed, else the next one."""
+    return current_round_id(loop.open_context(config_file).store)
 
 
 @task(name="pull", **NETWORK_RETRIES)
@@ -25,7 +43,7 @@ def pull_labels(config_file: str | None, round_id: str) -> dict:
     return loop.pull_step(loop.open_context(config_file), round_id)
 
 
-@task(name="train")
+@task(name="train", **NETWORK_RETRIES)
 def train(config_file: str | None) -> dict:
     return loop.train_step(loop.open_context(config_file))
 
@@ -40,6 +58,29 @@ def push(config_file: str | None, round_id: str) -> dict:
     return loop.push_step(loop.open_context(config_file), round_id)
 
 
+@task(name="finish-round", **NETWORK_RETRIES)
+def finish(config_file: str | None, round_id: str, steps: dict) -> dict:
+    """Count the labels, write the round's summary (last, so it marks the round done) and
+    publish the report."""
+    ctx = loop.open_context(config_file)
+    summary = {"round": round_id, "labels": loop.label_counts(ctx), **steps,
+               "project_url": ctx.project.project_url()}
+    loop.finish_round(ctx, round_id, summary)
+    create_markdown_artifact(
+        key=re.sub(r"[^a-z0-9-]+", "-", f"alpha-round-{ctx.settings.s3.prefix}".lower())[:60],
+        markdown=_report(ctx, summary),
+        description=f"alpha {round_id}",
+    )
+    return summary
+
+
+def _agreement(labels: dict) -> str:
+    if not labels["overlapped"]:
+        return "no image has more than one annotation"
+    return (f"**{labels['mean_agreement']:.0%}** on average over the {labels['overlapped']} "
+            "images annotated more than once (majority label kept)")
+
+
 def _report(ctx: loop.RoundContext, summary: dict) -> str:
     metrics = summary["model"]["metrics"]
     per_class = metrics.get("per_class", {})
@@ -47,7 +88,9 @@ def _report(ctx: loop.RoundContext, summary: dict) -> str:
     return (
         f"# alpha round {summary['round']}\n\n"
         f"- labels so far: **{summary['labels']['labeled']}** "
-        f"(skipped by annotators: {summary['labels']['skipped']})\n"
+        f"(skipped by annotators: {summary['labels']['skipped']}, retracted: "
+        f"{summary['labels']['retracted']})\n"
+        f"- annotator agreement: {_agreement(summary['labels'])}\n"
         f"- pulled this round: {summary['pull']}\n"
         f"- model `{summary['model']['version']}` "
         f"(trained this round: {summary['model']['trained']}): validation accuracy "
@@ -63,37 +106,28 @@ def _report(ctx: loop.RoundContext, summary: dict) -> str:
 
 @flow(name="active-learning-round", log_prints=True)
 def active_learning_round(config_file: str | None = None, strategy: str | None = None) -> dict:
-    """One round of the loop; a crashed round is resumed under the same id."""
+    """One round of the loop; a crashed round is resumed under the same id.
+
+    Every step that talks to S3 or Label Studio is a task with retries, so a service that
+    restarts during a round delays it rather than failing it; settings are read here, before
+    anything runs, because a bad setting will not fix itself on retry.
+    """
     logger = get_run_logger()
-    ctx = loop.open_context(config_file)
-    strategy = strategy or ctx.settings.loop.strategy
+    settings = load_settings(config_file)
+    strategy = strategy or settings.loop.strategy
     if strategy not in STRATEGIES:  # before training, not after
         raise ConfigError(
             f"Unknown selection strategy {strategy!r}: choose one of {', '.join(STRATEGIES)}."
         )
-    round_id = current_round_id(ctx.store)
-    logger.info("round %s for prefix %r", round_id, ctx.settings.s3.prefix)
+    round_id = begin_round(config_file)
+    logger.info("round %s for prefix %r", round_id, settings.s3.prefix)
 
     pulled = pull_labels(config_file, round_id)
     model = train(config_file)
     selection = score_and_select(config_file, round_id, model["version"], strategy)
     pushed = push(config_file, round_id)
-
-    summary = {
-        "round": round_id,
-        "labels": loop.label_counts(ctx),
-        "pull": pulled,
-        "model": model,
-        "selection": selection,
-        "push": pushed,
-        "project_url": ctx.project.project_url(),
-    }
-    loop.finish_round(ctx, round_id, summary)
-    create_markdown_artifact(
-        key=re.sub(r"[^a-z0-9-]+", "-", f"alpha-round-{ctx.settings.s3.prefix}".lower())[:60],
-        markdown=_report(ctx, summary),
-        description=f"alpha {round_id}",
-    )
+    summary = finish(config_file, round_id, {"pull": pulled, "model": model,
+                                             "selection": selection, "push": pushed})
     logger.info("round %s done: %s labels, pushed %s", round_id,
                 summary["labels"]["labeled"], pushed["created"])
     return summary
