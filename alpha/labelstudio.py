@@ -168,9 +168,12 @@ class LabelStudioProject:
         self.labels = list(settings.task.labels)
         self.url = settings.labelstudio.url.rstrip("/")
         self.title = settings.project_title
-        self.client = client or LabelStudio(
-            base_url=self.url, api_key=settings.labelstudio.api_key.get_secret_value()
-        )
+        try:
+            self.client = client or LabelStudio(
+                base_url=self.url, api_key=settings.labelstudio.api_key.get_secret_value()
+            )
+        except ApiError as error:  # the SDK refuses an expired JWT token as it starts
+            raise self._api_error(error, "starting the Label Studio client") from None
         self._http = self.client._client_wrapper.httpx_client
         self._project_id: int | None = None
 
@@ -189,10 +192,19 @@ class LabelStudioProject:
 
     def _api_error(self, error: ApiError, action: str) -> ServiceUnavailable:
         code = error.status_code
-        if code in (401, 403):
+        if code in (401, 403) and not isinstance(error.body, dict):
+            # Label Studio answers JSON; an HTML or XML refusal is another server (S3, a proxy)
             return ServiceUnavailable(
-                f"Label Studio at {self.url} refused the API token ({code}) while {action}: "
-                "check labelstudio.api_key."
+                f"{self.url} refused the request ({code}) while {action}, and its answer is not "
+                "Label Studio's: check that labelstudio.url is the Label Studio server."
+            )
+        if code in (401, 403):
+            # Label Studio's reason ("Invalid token.", "API key has expired...") tells which
+            # token to get; scrubbed all the same, in case a server echoes what it was sent.
+            reason = self._scrub(str(error.body.get("detail") or ""))[:200]
+            return ServiceUnavailable(
+                f"Label Studio at {self.url} refused the API token ({code}) while {action}"
+                f"{f' ({reason})' if reason else ''}: check labelstudio.api_key."
             )
         body = error.body
         detail = body
@@ -267,6 +279,15 @@ class LabelStudioProject:
             )
             project = {"id": created.id, "label_config": config, "sampling": SAMPLING}
             log.info("created Label Studio project %d %r", created.id, self.title)
+            # The SDK retries a create that failed on the server (Label Studio on SQLite
+            # answers 500 "database is locked" under concurrent writes) even when the first
+            # attempt made the project: keep the oldest, drop the empty copy just made.
+            oldest = self._find_project()
+            if oldest is not None and int(oldest["id"]) != created.id:
+                self.client.projects.delete(id=created.id)
+                log.warning("dropped duplicate project %d: %r exists as project %d",
+                            created.id, self.title, oldest["id"])
+                project = oldest
         project_id = int(project["id"])
         changes: dict[str, Any] = {}
         if project.get("label_config") != config:
