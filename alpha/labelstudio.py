@@ -1,11 +1,11 @@
 """Label Studio as alpha's work queue: one project per prefix, tasks in, annotations out.
 
 S3 stays the source of truth. Label Studio only holds what people are working on, so every
-operation here is safe to repeat: the project and its storage are found by title and bucket
-before anything is created, push skips images that already have a task (asked of Label Studio
-itself, so a crash between the import and any record write cannot duplicate a task), and pull
-turns annotations into label records with `records.upsert_record`, which writes nothing when
-a label did not change.
+operation here is safe to repeat or to kill at any point: the project and its storage are
+found by title and bucket before anything is created, push skips images that already have a
+task (asked of Label Studio itself), waits out the import of a push that was killed and
+removes duplicate tasks (`_import_once`), and pull turns annotations into label records with
+`records.upsert_record`, which writes nothing when a label did not change.
 
 Speed matters once a project holds thousands of tasks: tasks are created in bulk imports (one
 request per 500 tasks, predictions included), listed through the Data Manager API with only
