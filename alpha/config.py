@@ -10,14 +10,18 @@ wrong setting stops the run before any work, with a message naming it and how to
 from __future__ import annotations
 
 import os
+import re
+import unicodedata
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
+    SettingsError,
     TomlConfigSettingsSource,
 )
 
@@ -30,6 +34,34 @@ DEFAULT_CONFIG_FILE = "alpha.toml"
 def alpha_home() -> Path:
     """The folder that holds the local stack's data, logs, secrets and demo files."""
     return Path(os.environ.get("ALPHA_HOME", ".alpha")).resolve()
+
+
+_BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+
+
+def _plain_secret(value: SecretStr) -> SecretStr:
+    """Strip the whitespace a pasted key or token often carries; refuse an empty one, or one
+    with inner spaces or control characters (an HTTP header cannot carry them, and the
+    request would fail with a misleading network error). The value never enters the message.
+    """
+    secret = value.get_secret_value().strip()
+    if not secret:
+        raise ValueError("must not be empty")
+    if any(c.isspace() or unicodedata.category(c)[0] == "C" for c in secret):
+        raise ValueError("must not contain spaces or control characters")
+    return SecretStr(secret)
+
+
+def _http_url(value: str | None, empty_ok: bool) -> str | None:
+    """Refuse a URL without http(s):// and a host ("localhost:8080" would otherwise fail later
+    as an unreachable server, or crash the S3 client)."""
+    if value in (None, "") and empty_ok:
+        return value
+    parts = urlsplit(value or "")
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ValueError(f"{value!r} is not an http:// or https:// URL with a host, e.g. "
+                         "http://127.0.0.1:8080")
+    return value
 
 
 class S3Settings(BaseModel):
@@ -45,10 +77,33 @@ class S3Settings(BaseModel):
     @field_validator("prefix")
     @classmethod
     def _prefix_is_a_plain_path(cls, value: str) -> str:
+        from alpha.store import key_problem  # alpha.store imports this module
+
         value = value.strip("/")
-        if not value or ".." in value.split("/") or any(ord(c) < 32 for c in value):
-            raise ValueError("must be a non-empty relative path without '..' or control characters")
+        problem = key_problem(value)
+        if problem is not None:
+            raise ValueError(f"must be a path usable in S3 keys: {problem}")
+        return unicodedata.normalize("NFC", value)
+
+    @field_validator("bucket")
+    @classmethod
+    def _bucket_name_is_valid(cls, value: str) -> str:
+        if not _BUCKET.fullmatch(value) or ".." in value:
+            raise ValueError(
+                f"{value!r} is not a valid S3 bucket name: 3-63 lowercase letters, digits, dots "
+                "and hyphens, starting and ending with a letter or digit"
+            )
         return value
+
+    @field_validator("access_key_id", "secret_access_key")
+    @classmethod
+    def _keys_are_plain(cls, value: SecretStr) -> SecretStr:
+        return _plain_secret(value)
+
+    @field_validator("endpoint_url")
+    @classmethod
+    def _endpoint_is_a_url(cls, value: str | None) -> str | None:
+        return _http_url(value, empty_ok=True)
 
 
 class LabelStudioSettings(BaseModel):
@@ -62,6 +117,16 @@ class LabelStudioSettings(BaseModel):
     public_url: str | None = Field(
         default=None, description="The URL to print for people, when it differs from `url`."
     )
+
+    @field_validator("api_key")
+    @classmethod
+    def _token_is_plain(cls, value: SecretStr) -> SecretStr:
+        return _plain_secret(value)
+
+    @field_validator("url", "public_url")
+    @classmethod
+    def _urls_are_urls(cls, value: str | None) -> str | None:
+        return _http_url(value, empty_ok=False) if value is not None else None
 
 
 class TaskSettings(BaseModel):
@@ -145,6 +210,11 @@ class PrefectSettings(BaseModel):
 
     api_url: str = "http://127.0.0.1:4200/api"
 
+    @field_validator("api_url")
+    @classmethod
+    def _api_url_is_a_url(cls, value: str) -> str:
+        return _http_url(value, empty_ok=False)
+
 
 class Settings(BaseSettings):
     """Everything alpha needs to run, validated at start."""
@@ -192,17 +262,34 @@ def _describe(error: ValidationError, config_file: Path | None) -> str:
     for item in error.errors():
         loc = tuple(p for p in item["loc"] if not isinstance(p, int)) or ("(root)",)
         dotted = ".".join(str(p) for p in loc)
+        shown = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in item["loc"])
         section, _, field = dotted.rpartition(".")
         toml_hint = f"[{section}] {field}" if section else field
         problem = "is missing" if item["type"] == "missing" else item["msg"]
+        problem = problem.removeprefix("Value error, ")  # pydantic's wrapper of our messages
         lines.append(
-            f"  - {dotted} {problem}: set {_env_name(loc)} or `{toml_hint} = ...` {where}."
+            f"  - {shown.lstrip('.') or dotted} {problem}: set {_env_name(loc)} or "
+            f"`{toml_hint} = ...` {where}."
         )
+    lines = list(dict.fromkeys(lines))
     if any(i["type"] == "missing" and i["loc"][0] in ("s3", "labelstudio") for i in error.errors()):
         lines.append(
             "  The local stack writes S3 keys and the Label Studio token: run `alpha stack up`."
         )
     return "\n".join(lines)
+
+
+def _describe_env_error(error: SettingsError, env_path: Path) -> str:
+    """Name the variables a parse error can come from (names only: values may be secrets)."""
+    found = re.search(r'field "(\w+)" from source "(\w+)"', str(error))
+    section, source = found.groups() if found else ("", "")
+    start = f"{ENV_PREFIX}{section.upper()}"
+    names = sorted(n for n in os.environ if n.upper().startswith(start)) or [f"{start}__..."]
+    where = f"the env file {env_path}" if source.startswith("DotEnv") else "the environment"
+    return (
+        f"Invalid settings: {', '.join(names)} in {where} cannot be parsed: a list must be "
+        f"written as JSON, e.g. {ENV_PREFIX}TASK__LABELS='[\"cat\", \"dog\"]'. Fix the value."
+    )
 
 
 def resolve_config_file(config_file: str | Path | None = None) -> Path | None:
@@ -236,6 +323,8 @@ def load_settings(
         return _Configured(**overrides)
     except ValidationError as error:
         raise ConfigError(_describe(error, path)) from None
+    except SettingsError as error:  # a list or section in the environment that is not JSON
+        raise ConfigError(_describe_env_error(error, env_path)) from None
     except (OSError, ValueError) as error:  # unreadable or malformed TOML
         raise ConfigError(f"Cannot read config file {path}: {error}. Fix the file.") from None
 

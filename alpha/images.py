@@ -9,6 +9,7 @@ of raising.
 from __future__ import annotations
 
 import io
+import re
 import warnings
 from collections.abc import Sequence
 
@@ -17,8 +18,17 @@ from PIL import Image, UnidentifiedImageError
 
 from alpha.errors import ImageError
 
-ACCEPTED_FORMATS = ("PNG", "JPEG")
+# MPO is how Pillow names a JPEG with extra frames (many phone and camera photos): browsers
+# show its first frame, and so does the model.
+ACCEPTED_FORMATS = ("PNG", "JPEG", "MPO")
+CONTENT_TYPES = {"PNG": "image/png", "JPEG": "image/jpeg", "MPO": "image/jpeg"}
+# Pillow's default bomb limit, kept here too: a library that sets Image.MAX_IMAGE_PIXELS to
+# None (some do, to open big scans) must not switch off alpha's protection.
+MAX_PIXELS = 89_478_485
 _MODES = {1: "L", 3: "RGB"}
+_HIGH_BIT_DEPTH = ("I;16", "I;16B", "I;16L", "I;16N", "I")  # 16-bit grey PNG
+_TRANSPARENT_MODES = ("RGBA", "LA", "PA", "RGBa", "La")
+_BACKGROUND = (255, 255, 255, 255)  # white, like image viewers behind transparent pixels
 
 
 def _cause(error: BaseException) -> str:
@@ -26,8 +36,8 @@ def _cause(error: BaseException) -> str:
     text = str(error).lower()
     if isinstance(error, UnidentifiedImageError):
         return "not a PNG or JPEG image"
-    if isinstance(error, Image.DecompressionBombError | Image.DecompressionBombWarning):
-        return f"decompression bomb: {error}"
+    if "too large" in text:  # a PNG text chunk that inflates past Pillow's limit
+        return "decompression bomb: a metadata chunk inflates past Pillow's limit"
     if "truncated" in text or isinstance(error, EOFError):
         return "truncated file"
     if any(word in text for word in ("broken", "crc", "corrupt", "invalid", "bad ")):
@@ -43,22 +53,38 @@ def _open(data: bytes, name: str) -> Image.Image:
     """
     if not data:
         raise ImageError(f"Image {name!r} cannot be read (empty file): replace or remove it.")
+    limit = _pixel_limit()
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image = Image.open(io.BytesIO(data))
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+        found = re.search(r"\((\d+) pixels\)", str(error))
+        raise _bomb(name, f"{found.group(1) if found else 'too many'} pixels", limit) from None
     except Exception as error:  # Pillow raises many types for hostile input
         raise ImageError(
             f"Image {name!r} cannot be read ({_cause(error)}): replace or remove it."
         ) from None
-    limit = Image.MAX_IMAGE_PIXELS
     width, height = image.size
-    if limit is not None and width * height > limit:
-        raise ImageError(
-            f"Image {name!r} cannot be read (decompression bomb: {width}x{height} pixels is "
-            f"over the limit of {limit}): replace or remove it."
-        )
+    if width * height > limit:
+        image.close()
+        raise _bomb(name, f"{width}x{height} pixels", limit)
     return image
+
+
+def _bomb(name: str, size: str, limit: int) -> ImageError:
+    """The error for an image that declares more pixels than may be decoded: decoding it
+    would take gigabytes, so it is refused from its header, before any pixel is read."""
+    return ImageError(
+        f"Image {name!r} cannot be read (decompression bomb: {size} is over the limit of "
+        f"{limit} pixels): downscale it below {limit} pixels or remove it."
+    )
+
+
+def _pixel_limit() -> int:
+    """The smaller of Pillow's limit (tests and users may lower it) and alpha's own."""
+    pillow = Image.MAX_IMAGE_PIXELS
+    return MAX_PIXELS if pillow is None else min(int(pillow), MAX_PIXELS)
 
 
 def _load(image: Image.Image, name: str) -> None:
@@ -95,7 +121,7 @@ def decode_image(data: bytes, name: str, size: int, channels: int) -> np.ndarray
         image.draft(mode, (size, size))
         _load(image, name)
         try:
-            converted = image.convert(mode)
+            converted = _to_mode(image, mode)
             if converted.size != (size, size):
                 converted = converted.resize((size, size), Image.Resampling.BILINEAR)
         except Exception as error:
@@ -106,6 +132,24 @@ def decode_image(data: bytes, name: str, size: int, channels: int) -> np.ndarray
     if array.ndim == 2:
         return array[np.newaxis]
     return np.ascontiguousarray(array.transpose(2, 0, 1))
+
+
+def _to_mode(image: Image.Image, mode: str) -> Image.Image:
+    """Convert any PNG/JPEG mode to `mode` ("L" or "RGB") the way a person sees the image.
+
+    Pillow's plain `convert` gets two kinds wrong for a model: 16-bit grey is clipped at 255
+    (a dark 16-bit scan turns almost white), and transparency is dropped, so the colour
+    hidden under transparent pixels (often black, sometimes garbage) reaches the model. Here
+    16 bits are scaled to 8, and transparent pixels are laid over a white background. CMYK,
+    palette, 1-bit and the rest convert as Pillow does.
+    """
+    if image.mode in _HIGH_BIT_DEPTH:
+        pixels = np.asarray(image, dtype=np.float64) / 257.0  # 0..65535 -> 0..255
+        image = Image.fromarray(np.clip(np.rint(pixels), 0, 255).astype(np.uint8), "L")
+    if image.mode in _TRANSPARENT_MODES or "transparency" in image.info:
+        rgba = image.convert("RGBA")
+        image = Image.alpha_composite(Image.new("RGBA", rgba.size, _BACKGROUND), rgba)
+    return image.convert(mode)
 
 
 def decode_batch(

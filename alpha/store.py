@@ -12,6 +12,7 @@ import hashlib
 import inspect
 import json
 import re
+import unicodedata
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -32,7 +33,9 @@ from alpha.config import S3Settings, Settings
 from alpha.errors import ServiceUnavailable
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
+MAX_KEY_BYTES = 1024  # S3's limit on a whole key
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
+_JOINERS = ("\u200c", "\u200d")
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -49,15 +52,57 @@ def image_id_from_key(relative_key: str) -> str:
     return f"{readable}-{digest}"
 
 
+def key_problem(path: str) -> str | None:
+    """Why `path` cannot be (part of) an S3 key alpha builds, or None when it can.
+
+    Each reason would lose or mix up images otherwise: an absolute path or `..` escapes the
+    prefix; empty and `.` parts are collapsed by some S3 servers (two names, one object); a
+    backslash is a Windows folder separator, so the name means another folder; a name that
+    is not valid UTF-8 cannot be a key; control characters and invisible formatting (bidi
+    overrides, zero-width spaces) break logs or disguise a name as another; and `?` ends the
+    name early when Label Studio reads an image's s3:// URI as a URL, so the annotator would
+    get no image.
+    """
+    if not path or path.startswith("/") or "\\" in path:
+        return "must be a relative path with '/' between folders"
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        return "not valid UTF-8 (S3 keys are UTF-8)"
+    path = unicodedata.normalize("NFC", path)
+    if any(part in ("", ".", "..") for part in path.split("/")):
+        return "no empty, '.' or '..' parts"
+    hidden = sorted({f"U+{ord(c):04X}" for c in path if _is_hidden(c)})
+    if hidden:
+        return f"control characters ({', '.join(hidden)})"
+    if "?" in path:
+        return "'?' cuts the name short in Label Studio's image URL"
+    return None
+
+
 def validate_relative_key(relative_key: str) -> str:
-    """Refuse names that would escape the prefix or break keys: `..`, absolute, control chars."""
-    if not relative_key or relative_key.startswith("/") or "\\" in relative_key:
-        raise ValueError(f"invalid image name {relative_key!r}: must be a relative path")
-    if any(part in ("", ".", "..") for part in relative_key.split("/")):
-        raise ValueError(f"invalid image name {relative_key!r}: no empty, '.' or '..' parts")
-    if any(ord(c) < 32 or ord(c) == 127 for c in relative_key):
-        raise ValueError(f"invalid image name {relative_key!r}: control characters")
-    return relative_key
+    """Check that a user's file name can be a key under `images/`; return it in Unicode NFC.
+
+    NFC makes a name stored decomposed (as macOS does) and the same name typed in a label
+    CSV one key and one image id. See key_problem for what is refused and why.
+    """
+    problem = key_problem(relative_key)
+    if problem is not None:
+        raise ValueError(f"invalid image name {_shown(relative_key)}: {problem}; rename the file")
+    return unicodedata.normalize("NFC", relative_key)
+
+
+def _is_hidden(char: str) -> bool:
+    """Control, line-separator and invisible formatting characters, except the zero-width
+    joiners that emoji and some scripts need."""
+    category = unicodedata.category(char)
+    return category in ("Cc", "Cs", "Zl", "Zp") or (category == "Cf" and char not in _JOINERS)
+
+
+def _shown(name: str, limit: int = 80) -> str:
+    """A name for a message: repr (control characters visible), cut when very long."""
+    text = repr(name)
+    return text if len(text) <= limit else f"{text[:limit]}...' ({len(name)} characters)"
 
 
 def make_s3_client(settings: S3Settings):
@@ -99,6 +144,16 @@ def _translated_errors(store: Store) -> Iterator[None]:
             raise ServiceUnavailable(
                 f"S3 at {store.endpoint} refused the access key ({code}): check "
                 "s3.access_key_id and s3.secret_access_key."
+            ) from None
+        if code == "InvalidBucketName":
+            raise ServiceUnavailable(
+                f"S3 at {store.endpoint} refused the bucket name {store.bucket!r} as invalid: "
+                "fix s3.bucket (3-63 lowercase letters, digits, dots and hyphens)."
+            ) from None
+        if code == "KeyTooLongError":
+            raise ServiceUnavailable(
+                f"S3 at {store.endpoint} refused a key as too long: shorten s3.prefix or the "
+                "image names."
             ) from None
         if code == "NoSuchBucket":
             raise ServiceUnavailable(
@@ -160,7 +215,16 @@ class Store:
         return "/".join([self.prefix, *parts])
 
     def image_key(self, relative_key: str) -> str:
-        return self.key("images", validate_relative_key(relative_key))
+        """The key of a user's image; ValueError naming the problem for a name that cannot be
+        one (see validate_relative_key), including one too long for S3 under this prefix."""
+        key = self.key("images", validate_relative_key(relative_key))
+        size = len(key.encode("utf-8"))
+        if size > MAX_KEY_BYTES:
+            raise ValueError(
+                f"invalid image name {_shown(relative_key)}: its S3 key would be {size} bytes, "
+                f"over S3's limit of {MAX_KEY_BYTES}; use a shorter name or fewer folders"
+            )
+        return key
 
     def label_key(self, image_id: str) -> str:
         return self.key("labels", f"{image_id}.json")
@@ -224,12 +288,17 @@ class Store:
         self.client.delete_object(Bucket=self.bucket, Key=key)
 
     @_s3_errors
-    def list_objects(self, sub_prefix: str) -> Iterator[tuple[str, int]]:
-        """(key, size) of every object under `{prefix}/{sub_prefix}`, page by page."""
+    def list_entries(self, sub_prefix: str) -> Iterator[dict[str, Any]]:
+        """The listing entry (Key, Size, ETag...) of every object under `{prefix}/{sub_prefix}`,
+        page by page. The ETag of a plain upload is the MD5 of its bytes: ingest compares it
+        to tell an image already uploaded from a different file under the same name."""
         paginator = self.client.get_paginator("list_objects_v2")
         for page in paginator.paginate(Bucket=self.bucket, Prefix=self.key(sub_prefix)):
-            for item in page.get("Contents", []):
-                yield item["Key"], item["Size"]
+            yield from page.get("Contents", [])
+
+    def list_objects(self, sub_prefix: str) -> Iterator[tuple[str, int]]:
+        """(key, size) of every object under `{prefix}/{sub_prefix}`, page by page."""
+        return ((item["Key"], item["Size"]) for item in self.list_entries(sub_prefix))
 
     def list_keys(self, sub_prefix: str) -> Iterator[str]:
         return (key for key, _ in self.list_objects(sub_prefix))

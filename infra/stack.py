@@ -102,11 +102,31 @@ def _s3_command(paths: StackPaths, creds: dict) -> list[str]:
     }
     _write_private(config, json.dumps({"identities": [identity]}))
     return [
-        _bin("weed"), "mini", f"-dir={paths.data_dir('s3')}", f"-ip={HOST}",
+        _bin("weed"), f"-config_dir={_s3_security_config(paths)}", "mini",
+        f"-dir={paths.data_dir('s3')}", f"-ip={HOST}",
         f"-ip.bind={HOST}", f"-s3.port={SERVICES['s3'].port}", f"-s3.config={config}",
         "-master.telemetry=false", "-webdav=false", "-admin.ui=false",
         "-s3.port.iceberg=0", "-s3.port.lance=0",
     ]
+
+
+JWT_SECTIONS = ("jwt.signing", "jwt.signing.read", "jwt.filer_signing", "jwt.filer_signing.read")
+
+
+def _s3_security_config(paths: StackPaths) -> Path:
+    """A folder with SeaweedFS's `security.toml`, signing keys for its filer and volume ports.
+
+    Behind the S3 port, `weed mini` also serves the filer (8888) and volume HTTP ports, which
+    read, write and delete any object without credentials (the filer even answers
+    `Access-Control-Allow-Origin: *`, so any web page a local browser opens could). With these
+    keys they demand a token only the server itself mints. The tokens live seconds, so fresh
+    keys at each start are enough and nothing needs to keep them.
+    """
+    folder = paths.data_dir("seaweedfs-config")
+    text = "".join(f'[{section}]\nkey = "{secrets.token_urlsafe(32)}"\n'
+                   "expires_after_seconds = 10\n\n" for section in JWT_SECTIONS)
+    _write_private(folder / "security.toml", text)
+    return folder
 
 
 def _labelstudio_command(paths: StackPaths, creds: dict) -> list[str]:
@@ -162,6 +182,22 @@ def _write_private(path: Path, text: str) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as handle:
         handle.write(text)
+
+
+PRIVATE_DIRS = ("data", "logs", "run", "stack")
+
+
+def ensure_private_dirs(paths: StackPaths) -> None:
+    """Make the stack's folders enterable by their owner only (mode 0700).
+
+    The services create their own files with the usual umask (0644): Label Studio's database
+    holds the S3 keys and the API token, SeaweedFS's volumes hold the images. A private
+    folder keeps other local users out without depending on how each server writes.
+    """
+    for name in PRIVATE_DIRS:
+        folder = paths.home / name
+        folder.mkdir(parents=True, exist_ok=True)
+        folder.chmod(0o700)
 
 
 def ensure_credentials(paths: StackPaths) -> dict:
@@ -315,6 +351,7 @@ def stack_paths() -> StackPaths:
 def up(log: Callable[[str], None] = print) -> dict:
     """Start every service that is not running; return the generated credentials."""
     paths = stack_paths()
+    ensure_private_dirs(paths)
     creds = ensure_credentials(paths)
     ensure_labelstudio_installed(paths, log)
     for service in SERVICES.values():

@@ -62,28 +62,60 @@ def result_from_label(label: str) -> list[dict]:
     ]
 
 
-def label_from_result(result: list[dict], labels: list[str]) -> str:
+def label_from_result(result: Any, labels: list[str]) -> str:
     """The label an annotator chose; AnnotationError when the result does not fit the config.
 
     A result that cannot be read as exactly one known label is refused rather than guessed,
     so a changed label config or a bad annotation never turns into a wrong training label.
+    Every region must be what `label_config` declares (a `choices` result from `label` on
+    `image`): a rectangle, a brush mask or a text box in a classification project means the
+    annotation was made for another config, and no part of it is trusted.
     """
     fix = "fix the annotation in Label Studio or the task's label config"
-    if not result:
-        raise AnnotationError(f"The annotation has an empty result: {fix}.")
-    ours = [item for item in result if item.get("from_name") == FROM_NAME]
-    if not ours:
-        names = sorted({str(item.get("from_name")) for item in result})
+    if not isinstance(result, list):
         raise AnnotationError(
-            f"The annotation has no {FROM_NAME!r} choices (it has {', '.join(names)}): {fix}."
+            f"The annotation's result is {_brief(result)}, not a list of regions: {fix}."
         )
+    if not result:
+        raise AnnotationError(
+            "The annotation has an empty result (no label chosen): choose a label in Label "
+            "Studio, or skip the task if none fits."
+        )
+    if not all(isinstance(item, dict) for item in result):
+        raise AnnotationError(f"The annotation's result holds {_brief(result)}: {fix}.")
+    ours = [item for item in result if item.get("from_name") == FROM_NAME]
+    foreign = sorted({f"{item.get('from_name')}: {item.get('type')}" for item in result
+                      if item.get("from_name") != FROM_NAME})
+    if not ours:
+        raise AnnotationError(
+            f"The annotation has no {FROM_NAME!r} choices, only results the label config does "
+            f"not declare ({', '.join(foreign)}): {fix}."
+        )
+    if foreign:
+        raise AnnotationError(
+            f"The annotation has results the label config does not declare "
+            f"({', '.join(foreign)}) besides its {FROM_NAME!r} choices: {fix}."
+        )
+    chosen: list[Any] = []
     for item in ours:
         if item.get("type") != RESULT_TYPE:
             raise AnnotationError(
                 f"The annotation's {FROM_NAME!r} result has type {item.get('type')!r}, but the "
                 f"label config declares {RESULT_TYPE!r}: {fix}."
             )
-    chosen = [c for item in ours for c in (item.get("value") or {}).get("choices") or []]
+        if item.get("to_name", TO_NAME) != TO_NAME:
+            raise AnnotationError(
+                f"The annotation's {FROM_NAME!r} result points at {item.get('to_name')!r}, not "
+                f"at {TO_NAME!r}: {fix}."
+            )
+        value = item.get("value")
+        choices = value.get("choices") if isinstance(value, dict) else None
+        if not isinstance(choices, list) or not all(isinstance(c, str) for c in choices):
+            raise AnnotationError(
+                f"The annotation's {FROM_NAME!r} result has a malformed value "
+                f"{_brief(value)} (expected {{'choices': [a label]}}): {fix}."
+            )
+        chosen += choices
     if not chosen:
         raise AnnotationError(f"The annotation selects no label: {fix}.")
     if len(chosen) > 1:
@@ -98,6 +130,12 @@ def label_from_result(result: list[dict], labels: list[str]) -> str:
             f"({', '.join(labels)}): add it to task.labels or {fix}."
         )
     return label
+
+
+def _brief(value: Any, limit: int = 80) -> str:
+    """A value for a message, cut short: an annotation may hold a whole brush mask."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 def prediction(probs: np.ndarray, labels: list[str], score: float, model_version: str) -> dict:

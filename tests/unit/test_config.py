@@ -96,6 +96,28 @@ def test_missing_task_labels_is_named(tmp_path):
         ("[task]", '[loop]\nstrategy = "psychic"\n[task]', "loop.strategy"),
         ("[task]", '[loop]\nmc_samples = 1\n[task]', "loop.mc_samples"),
         ("[task]", '[nonsense]\nx = 1\n[task]', "nonsense"),
+        ('prefix = "proj"', 'prefix = "a//b"', "s3.prefix must be a path usable in S3 keys: no "
+                                                "empty, '.' or '..' parts: set ALPHA_S3__PREFIX"),
+        ('prefix = "proj"', 'prefix = "a\\\\b"', "s3.prefix must be a path usable in S3 keys: "
+                                                 "must be a relative path"),
+        ('prefix = "proj"', 'prefix = "why?"', "s3.prefix must be a path usable in S3 keys: '?'"),
+        ('[s3]', '[s3]\nbucket = "My_Bucket"', "s3.bucket 'My_Bucket' is not a valid S3 bucket "
+                                               "name: 3-63 lowercase letters"),
+        ('[s3]', '[s3]\nbucket = 5', "s3.bucket Input should be a valid string"),
+        ('[s3]', '[s3]\nendpoint_url = "127.0.0.1:8333"',
+         "s3.endpoint_url '127.0.0.1:8333' is not an http:// or https:// URL"),
+        ('[labelstudio]', '[labelstudio]\nurl = "localhost:8080"',
+         "labelstudio.url 'localhost:8080' is not an http:// or https:// URL"),
+        ('"token-from-file"', '""', "labelstudio.api_key must not be empty: set "
+                                    "ALPHA_LABELSTUDIO__API_KEY"),
+        ('"AKIAFILE"', '"   "', "s3.access_key_id must not be empty"),
+        ('labels = ["cat", "dog"]', 'labels = "cat,dog"',
+         "task.labels Input should be a valid list"),
+        ("[task]", '[train]\nchannels = 2\n[task]', "train.channels Input should be 1 or 3"),
+        ("[task]", '[train]\nimage_size = 3.5\n[task]', "train.image_size Input should be a valid "
+                                                      "integer, got a number with a fractional"),
+        ("[task]", '[train]\nrefit = "maybe"\n[task]', "train.refit Input should be a valid "
+                                                     "boolean"),
     ],
 )
 def test_invalid_values_are_named(tmp_path, replace, by, named):
@@ -120,3 +142,35 @@ def test_missing_config_file_is_named(tmp_path):
 def test_malformed_toml_is_named(tmp_path):
     with pytest.raises(ConfigError, match="Cannot read config file"):
         load_settings(write(tmp_path, "[s3\nprefix = "))
+
+
+def test_each_wrong_item_of_a_list_is_named_once(tmp_path):
+    with pytest.raises(ConfigError) as error:
+        load_settings(write(tmp_path, GOOD_TOML.replace('["cat", "dog"]', '["cat", 2, 3]')))
+    lines = str(error.value).splitlines()
+    assert lines[1:] == [
+        f"  - task.labels[{i}] Input should be a valid string: set ALPHA_TASK__LABELS or "
+        f"`[task] labels = ...` in {tmp_path / 'alpha.toml'}." for i in (1, 2)]
+
+
+def test_a_list_in_the_environment_that_is_not_json_names_the_variable(tmp_path, monkeypatch):
+    monkeypatch.setenv("ALPHA_TASK__LABELS", "cat,dog")
+    with pytest.raises(ConfigError) as error:
+        load_settings(write(tmp_path, GOOD_TOML))
+    assert str(error.value) == (
+        "Invalid settings: ALPHA_TASK__LABELS in the environment cannot be parsed: a list must "
+        """be written as JSON, e.g. ALPHA_TASK__LABELS='["cat", "dog"]'. Fix the value.""")
+
+
+def test_pasted_secrets_lose_surrounding_whitespace(tmp_path, monkeypatch):
+    monkeypatch.setenv("ALPHA_LABELSTUDIO__API_KEY", " token-from-env\r\n")
+    settings = load_settings(write(tmp_path, GOOD_TOML))
+    assert settings.labelstudio.api_key.get_secret_value() == "token-from-env"
+
+
+def test_a_secret_with_inner_spaces_is_refused_without_showing_it(tmp_path):
+    with pytest.raises(ConfigError) as error:
+        load_settings(write(tmp_path, GOOD_TOML.replace("file-secret", "file secret")))
+    message = str(error.value)
+    assert "s3.secret_access_key must not contain spaces or control characters" in message
+    assert "file secret" not in message and "file-secret" not in message
