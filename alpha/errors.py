@@ -17,6 +17,12 @@ class ServiceUnavailable(AlphaError):
     """A service (S3, Label Studio, Prefect) cannot be reached or refused our credentials."""
 
 
+class ServiceRefused(ServiceUnavailable):
+    """The service answered and refused what our settings ask (credentials, a bucket that
+    does not exist, a bad request): waiting will not change its answer, so it is not
+    retried."""
+
+
 class ImageError(AlphaError):
     """An image cannot be read: corrupt, truncated, empty, or not an image at all."""
 

@@ -34,7 +34,7 @@ from label_studio_sdk.core.api_error import ApiError
 
 from alpha.config import Settings
 from alpha.consensus import majority_vote
-from alpha.errors import AnnotationError, ConfigError, ServiceUnavailable
+from alpha.errors import AnnotationError, ConfigError, ServiceRefused, ServiceUnavailable
 from alpha.kinds import get_kind
 from alpha.records import LabelRecord, now_iso, read_record, upsert_record
 from alpha.store import IMAGE_SUFFIXES, Store
@@ -194,7 +194,7 @@ class LabelStudioProject:
         code = error.status_code
         if code in (401, 403) and not isinstance(error.body, dict):
             # Label Studio answers JSON; an HTML or XML refusal is another server (S3, a proxy)
-            return ServiceUnavailable(
+            return ServiceRefused(
                 f"{self.url} refused the request ({code}) while {action}, and its answer is not "
                 "Label Studio's: check that labelstudio.url is the Label Studio server."
             )
@@ -202,7 +202,7 @@ class LabelStudioProject:
             # Label Studio's reason ("Invalid token.", "API key has expired...") tells which
             # token to get; scrubbed all the same, in case a server echoes what it was sent.
             reason = self._scrub(str(error.body.get("detail") or ""))[:200]
-            return ServiceUnavailable(
+            return ServiceRefused(
                 f"Label Studio at {self.url} refused the API token ({code}) while {action}"
                 f"{f' ({reason})' if reason else ''}: check labelstudio.api_key."
             )
@@ -216,7 +216,7 @@ class LabelStudioProject:
                 f"Label Studio at {self.url} failed while {action} (HTTP {code}): {detail}. "
                 "See the Label Studio log and retry."
             )
-        return ServiceUnavailable(
+        return ServiceRefused(
             f"Label Studio at {self.url} refused {action} (HTTP {code}): {detail}"
         )
 

@@ -30,7 +30,7 @@ from botocore.exceptions import (
 )
 
 from alpha.config import S3Settings, Settings
-from alpha.errors import ServiceUnavailable
+from alpha.errors import ServiceRefused, ServiceUnavailable
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 MAX_KEY_BYTES = 1024  # S3's limit on a whole key
@@ -135,28 +135,28 @@ def _translated_errors(store: Store) -> Iterator[None]:
             "or fix s3.endpoint_url."
         ) from None
     except NoCredentialsError:
-        raise ServiceUnavailable(
+        raise ServiceRefused(
             "No S3 credentials: set s3.access_key_id and s3.secret_access_key."
         ) from None
     except ClientError as error:
         code = error.response.get("Error", {}).get("Code", "")
         if code in ("InvalidAccessKeyId", "SignatureDoesNotMatch", "AccessDenied", "403"):
-            raise ServiceUnavailable(
+            raise ServiceRefused(
                 f"S3 at {store.endpoint} refused the access key ({code}): check "
                 "s3.access_key_id and s3.secret_access_key."
             ) from None
         if code == "InvalidBucketName":
-            raise ServiceUnavailable(
+            raise ServiceRefused(
                 f"S3 at {store.endpoint} refused the bucket name {store.bucket!r} as invalid: "
                 "fix s3.bucket (3-63 lowercase letters, digits, dots and hyphens)."
             ) from None
         if code == "KeyTooLongError":
-            raise ServiceUnavailable(
+            raise ServiceRefused(
                 f"S3 at {store.endpoint} refused a key as too long: shorten s3.prefix or the "
                 "image names."
             ) from None
         if code == "NoSuchBucket":
-            raise ServiceUnavailable(
+            raise ServiceRefused(
                 f"S3 bucket {store.bucket!r} does not exist at {store.endpoint}: create it "
                 "(`alpha ingest` does) or fix s3.bucket."
             ) from None

@@ -14,7 +14,7 @@ from prefect.artifacts import create_markdown_artifact
 
 from alpha import loop
 from alpha.config import load_settings
-from alpha.errors import AlphaError, ConfigError, ServiceUnavailable
+from alpha.errors import AlphaError, ConfigError, ServiceRefused, ServiceUnavailable
 from alpha.rounds import current_round_id
 from alpha.strategies import STRATEGIES
 
@@ -24,6 +24,8 @@ def _may_pass(task, task_run, state) -> bool:
     a problem the user must fix (bad settings, bad data): retrying those only delays the
     message."""
     error = state.data
+    if isinstance(error, ServiceRefused):  # wrong credentials, a missing bucket...
+        return False
     return not isinstance(error, AlphaError) or isinstance(error, ServiceUnavailable)
 
 

@@ -347,7 +347,7 @@ def _cli_errors(config: Path, secrets: Secrets, wrong: Secrets) -> Places:
 @pytest.fixture(scope="module")
 def rounds(tmp_path_factory, secrets: Secrets) -> Iterator[dict]:
     """Two real rounds closed by the simulated annotator, a flow run that fails on a wrong S3
-    secret (after its retries: 42 s) and CLI runs with wrong keys; removes the project's
+    secret (refused credentials are not retried) and CLI runs with wrong keys; removes the project's
     objects and its Label Studio project afterwards."""
     folder = tmp_path_factory.mktemp("security")
     prefix = f"security-{uuid.uuid4().hex[:8]}"
@@ -370,6 +370,10 @@ def rounds(tmp_path_factory, secrets: Secrets) -> Iterator[dict]:
             patch.setenv("ALPHA_S3__SECRET_ACCESS_KEY", wrong["wrong s3_secret_access_key"])
             states.append(active_learning_round(config_file=str(config), return_state=True))
         assert states[2].is_failed(), states[2]
+        with get_client(sync_client=True) as client:
+            runs = client.read_task_runs(flow_run_filter=FlowRunFilter(
+                id=FlowRunFilterId(any_=[states[2].state_details.flow_run_id])))
+        assert runs and all(r.run_count == 1 for r in runs)  # waiting would not help
         errors = {"error: failed flow run's result":
                   _error_text(_caught(states[2].result)).encode()}
         errors.update(_cli_errors(config, secrets, wrong))
