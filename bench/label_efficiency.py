@@ -15,8 +15,8 @@ and prints the table.
     python bench/label_efficiency.py --dataset digits --quick
     python bench/label_efficiency.py --dataset fashion-mnist --seeds 5 --jobs 2
 
-Peers need the `bench` extra (modAL-python, baal, matplotlib); a missing peer is skipped
-with a message.
+Peers need the `bench` extra and modAL-python and baal installed without their
+dependencies (bench/README.md); a missing peer is skipped with a message.
 """
 
 from __future__ import annotations
@@ -549,8 +549,9 @@ def _available(strategy: str) -> bool:
     try:
         __import__(module)
     except ImportError:
-        print(f"skipping peer {strategy}: {module} is not installed (pip install "
-              "'alpha[bench]')", file=sys.stderr)
+        print(f"skipping peer {strategy}: {module} is not installed (pip install -e "
+              "'.[bench]' && pip install --no-deps modAL-python==0.4.2.1 baal==2.1.0)",
+              file=sys.stderr)
         return False
     return True
 
