@@ -510,8 +510,7 @@ class LabelStudioProject:
         project_id = self.ensure_project()
         if self.store.get_json(self._intent_key()) is not None:
             self._wait_until_quiet()
-        removed = self.remove_duplicate_tasks()
-        existing = self.task_image_ids()
+        removed, existing = self.remove_duplicate_tasks()
         present = {image_id: existing[image_id] for image_id in tasks if image_id in existing}
         todo = [(image_id, task) for image_id, task in tasks.items() if image_id not in existing]
         created: dict[str, int] = {}
@@ -530,7 +529,7 @@ class LabelStudioProject:
                 else:  # Label Studio creates tasks in the order given
                     created.update({image_id: int(task_id) for (image_id, _), task_id
                                     in zip(chunk, task_ids, strict=True)})
-            removed += self.remove_duplicate_tasks()
+            removed += self.remove_duplicate_tasks()[0]
             self.store.delete(self._intent_key())
         return project_id, created, present, removed
 
@@ -551,28 +550,30 @@ class LabelStudioProject:
                 count, since = now, time.monotonic()
 
     @_ls_errors("removing duplicate tasks")
-    def remove_duplicate_tasks(self) -> int:
+    def remove_duplicate_tasks(self) -> tuple[int, dict[str, int]]:
         """Delete extra tasks of an image, keeping every annotated one (a person's work is
-        never deleted), else the oldest; returns how many were deleted."""
+        never deleted), else the oldest. Returns how many were deleted and, from the same
+        listing, image id -> task id of what is left (the oldest where several remain)."""
         by_image: dict[str, list[dict]] = {}
         for task in self._list_tasks("id,data,total_annotations,cancelled_annotations"):
             image_id = self._image_id_of(task.get("data") or {})
             if image_id is not None:
                 by_image.setdefault(image_id, []).append(task)
-        removed = 0
+        removed, kept = 0, {}
         for image_id, copies in by_image.items():
-            if len(copies) < 2:
-                continue
             annotated = [t for t in copies
                          if t.get("total_annotations") or t.get("cancelled_annotations")]
             keep = {t["id"] for t in annotated} or {min(t["id"] for t in copies)}
+            kept[image_id] = int(min(keep))
+            if len(copies) < 2:
+                continue
             for task in copies:
                 if task["id"] not in keep:
                     self._request("DELETE", f"api/tasks/{task['id']}/")
                     removed += 1
             log.warning("image %s had %d tasks; deleted %d", image_id, len(copies),
                         len(copies) - len(keep))
-        return removed
+        return removed, kept
 
     @_ls_errors("listing the tasks nobody has annotated yet")
     def unannotated_tasks(self) -> dict[int, str | None]:
