@@ -20,7 +20,7 @@ from alpha.records import read_all_records
 from alpha.rounds import read_round_record, write_round_record
 from alpha.score import score_pool
 from alpha.store import Store
-from alpha.strategies import NEEDS_SAMPLES, select_batch, strategy_score
+from alpha.strategies import NEEDS_SAMPLES, mean_probs, select_batch, strategy_score
 from alpha.train import load_model, train_model
 
 
@@ -114,7 +114,7 @@ def select_step(ctx: RoundContext, round_id: str, version: str, strategy: str) -
         n_labeled=len(labeled_ids), random_state=loop_settings.random_state,
     )
     scores = strategy_score(strategy, pool.probs) if len(pool.image_ids) else np.empty(0)
-    mean = pool.probs.mean(axis=2) if pool.probs.ndim == 3 else pool.probs
+    mean = mean_probs(pool.probs)
     items = [
         {
             "image_id": pool.image_ids[i],

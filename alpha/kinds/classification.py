@@ -330,23 +330,24 @@ def train_classifier(
     if settings.threads:
         torch.set_num_threads(settings.threads)
     try:
-        model, history = _seeded_fit(images, targets, train_idx, num_classes, settings)
-        val_images, val_targets = images[val_idx], targets[val_idx]
-        if len(val_idx):
-            logits = _logits(model, val_images)
-            temperature = fit_temperature(logits, torch.from_numpy(val_targets))
-            metrics = evaluate(model, val_images, val_targets, temperature, num_classes)
-            metrics["val_loss_uncalibrated"] = float(
-                F.cross_entropy(logits.double(), torch.from_numpy(val_targets))
-            )
-        else:
-            temperature = 1.0
-            metrics = {"accuracy": None, "per_class": {}, "loss": None, "n": 0}
-        refit = settings.refit and len(val_idx) > 0
-        if refit:
-            model, history = _seeded_fit(
-                images, targets, np.arange(len(images)), num_classes, settings
-            )
+        with torch.random.fork_rng(devices=[]):  # _fit seeds; the caller's RNG stays
+            model, history = _fit(images, targets, train_idx, num_classes, settings)
+            val_images, val_targets = images[val_idx], targets[val_idx]
+            if len(val_idx):
+                logits = _logits(model, val_images)
+                temperature = fit_temperature(logits, torch.from_numpy(val_targets))
+                metrics = evaluate(model, val_images, val_targets, temperature, num_classes)
+                metrics["val_loss_uncalibrated"] = float(
+                    F.cross_entropy(logits.double(), torch.from_numpy(val_targets))
+                )
+            else:
+                temperature = 1.0
+                metrics = {"accuracy": None, "per_class": {}, "loss": None, "n": 0}
+            refit = settings.refit and len(val_idx) > 0
+            if refit:
+                model, history = _fit(
+                    images, targets, np.arange(len(images)), num_classes, settings
+                )
     finally:
         torch.set_num_threads(previous_threads)
     metrics = {
@@ -362,18 +363,6 @@ def train_classifier(
     return TrainedClassifier(model=model, temperature=temperature, metrics=metrics)
 
 
-def _seeded_fit(
-    images: np.ndarray,
-    targets: np.ndarray,
-    train_idx: np.ndarray,
-    num_classes: int,
-    settings: TrainSettings,
-) -> tuple[SmallCNN, dict[str, Any]]:
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(settings.random_state)
-        return _fit(images, targets, train_idx, num_classes, settings)
-
-
 def _fit(
     images: np.ndarray,
     targets: np.ndarray,
@@ -382,7 +371,9 @@ def _fit(
     settings: TrainSettings,
 ) -> tuple[SmallCNN, dict[str, Any]]:
     """AdamW under a one-cycle learning rate (warm-up, then annealing to near zero) for a
-    fixed number of steps; returns the final model in eval mode."""
+    fixed number of steps; returns the final model in eval mode. Each call starts from the
+    same seed, so the held-out and the refit training are reproducible."""
+    torch.manual_seed(settings.random_state)  # the caller forks the RNG around this
     model = SmallCNN(images.shape[1], num_classes, settings.image_size, widths=settings.widths)
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay
