@@ -13,10 +13,17 @@ import os
 import re
 import unicodedata
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -130,10 +137,45 @@ class LabelStudioSettings(BaseModel):
 
 
 class TaskSettings(BaseModel):
-    """What is being labeled."""
+    """What is being labeled: the kind (any name in alpha.kinds.KINDS), its classes, and the
+    kind's own options (`[task.options]`, validated by the kind's Options model)."""
 
-    kind: Literal["classification"] = "classification"
+    kind: str = "classification"
     labels: list[str] = Field(min_length=2)
+    options: Any = Field(default_factory=dict)
+
+    @field_validator("kind")
+    @classmethod
+    def _known_kind(cls, value: str) -> str:
+        from alpha.kinds import KINDS
+
+        if value not in KINDS:
+            raise ValueError(f"unknown task kind {value!r}: choose one of {', '.join(KINDS)}")
+        return value
+
+    @model_validator(mode="after")
+    def _kind_options(self) -> TaskSettings:
+        """Validate `options` with the kind's own model (imported only here, once)."""
+        from alpha.kinds import get_kind
+        from alpha.kinds.base import KindOptions
+
+        options_model = get_kind(self.kind).Options
+        if isinstance(self.options, options_model):
+            return self
+        raw = self.options.model_dump() if isinstance(self.options, KindOptions) else self.options
+        try:
+            self.options = options_model.model_validate(raw or {})
+        except ValidationError as error:
+            problems = "; ".join(
+                f"options.{'.'.join(str(p) for p in e['loc'])}: {e['msg']}"
+                for e in error.errors()
+            )
+            raise ValueError(f"{problems} (for task kind {self.kind!r})") from None
+        for name in getattr(self.options, "label_fields", ()):
+            value = getattr(self.options, name)
+            if value is not None and value not in self.labels:
+                raise ValueError(f"options.{name} {value!r} is not one of task.labels")
+        return self
 
     @field_validator("labels")
     @classmethod
@@ -148,7 +190,11 @@ class TaskSettings(BaseModel):
 class TrainSettings(BaseModel):
     """Model and training knobs."""
 
-    image_size: int = Field(default=28, ge=8, le=512)
+    image_size: int = Field(
+        default=28, ge=8, le=1024, description="Width of the model's input (and its height "
+        "unless image_height is set); images are resized to it."
+    )
+    image_height: int | None = Field(default=None, ge=8, le=1024)
     channels: Literal[1, 3] = 1
     epochs: int = Field(default=15, ge=1)
     batch_size: int = Field(default=64, ge=1)
@@ -168,6 +214,12 @@ class TrainSettings(BaseModel):
         description="After calibrating on the held-out split, train again on every label.",
     )
     augment: bool = Field(default=False, description="Random shifts of up to 2 pixels.")
+
+
+    @property
+    def input_size(self) -> tuple[int, int]:
+        """(width, height) of the model's input."""
+        return self.image_size, self.image_height or self.image_size
 
 
 class LoopSettings(BaseModel):

@@ -64,9 +64,10 @@ def test_accuracy(store, dataset: Dataset, version: str) -> float:
 
     loaded = load_model(store, version)
     images = dataset.test_images[:TEST_IMAGES, None].astype(np.float32) / 255.0
-    kind = get_kind("classification")
-    probs, _ = kind.predict(loaded.model, images, loaded.temperature)
-    return float(np.mean(probs.argmax(1) == dataset.test_targets[:TEST_IMAGES]))
+    kind = get_kind(loaded.kind)
+    metrics = kind.evaluate(loaded.model, loaded.temperature, images,
+                            dataset.test_targets[:TEST_IMAGES], loaded.labels)
+    return float(metrics[kind.PRIMARY_METRIC])
 
 
 def _setup_arm(name, dataset, folder, prefix, title, strategy, seed_csv):

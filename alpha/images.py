@@ -110,20 +110,38 @@ def check_image_bytes(data: bytes, name: str) -> tuple[str, tuple[int, int]]:
         return image.format, image.size
 
 
-def decode_image(data: bytes, name: str, size: int, channels: int) -> np.ndarray:
-    """Decode to float32 (channels, size, size) in [0, 1], the layout the models expect."""
+Size = int | tuple[int, int]
+"""A model input size: one side of a square, or (width, height)."""
+
+
+def as_width_height(size: Size) -> tuple[int, int]:
+    return (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+
+
+def image_size(data: bytes) -> tuple[int, int]:
+    """(width, height) of an image that decodes (read from its header only)."""
+    with Image.open(io.BytesIO(data)) as image:
+        return image.size
+
+
+def decode_image(data: bytes, name: str, size: Size, channels: int) -> np.ndarray:
+    """Decode to float32 (channels, height, width) in [0, 1], the layout the models expect.
+
+    `size` is one side of a square or (width, height).
+    """
     if channels not in _MODES:
         raise ValueError(f"channels must be 1 or 3, not {channels}")
     mode = _MODES[channels]
+    wanted = as_width_height(size)
     image = _open(data, name)
     with image:
         # JPEG can decode at a reduced scale directly: much faster for large photos.
-        image.draft(mode, (size, size))
+        image.draft(mode, wanted)
         _load(image, name)
         try:
             converted = _to_mode(image, mode)
-            if converted.size != (size, size):
-                converted = converted.resize((size, size), Image.Resampling.BILINEAR)
+            if converted.size != wanted:
+                converted = converted.resize(wanted, Image.Resampling.BILINEAR)
         except Exception as error:
             raise ImageError(
                 f"Image {name!r} cannot be read ({_cause(error)}): replace or remove it."
@@ -153,7 +171,7 @@ def _to_mode(image: Image.Image, mode: str) -> Image.Image:
 
 
 def decode_batch(
-    blobs: Sequence[bytes], names: Sequence[str], size: int, channels: int
+    blobs: Sequence[bytes], names: Sequence[str], size: Size, channels: int
 ) -> tuple[np.ndarray, list[int], list[str]]:
     """Decode what can be decoded; return (images, indices that decoded, error messages).
 
@@ -172,5 +190,6 @@ def decode_batch(
         else:
             good.append(index)
     if not arrays:
-        return np.empty((0, channels, size, size), dtype=np.float32), good, errors
+        width, height = as_width_height(size)
+        return np.empty((0, channels, height, width), dtype=np.float32), good, errors
     return np.stack(arrays), good, errors

@@ -33,10 +33,10 @@ from label_studio_sdk import LabelStudio
 from label_studio_sdk.core.api_error import ApiError
 
 from alpha.config import Settings
-from alpha.consensus import majority_vote
 from alpha.errors import AnnotationError, ConfigError, ServiceRefused, ServiceUnavailable
 from alpha.kinds import get_kind
-from alpha.records import LabelRecord, now_iso, read_record, upsert_record
+from alpha.kinds.base import Target
+from alpha.records import LabelRecord, attach_mask, now_iso, read_record, upsert_record
 from alpha.store import IMAGE_SUFFIXES, Store
 
 log = logging.getLogger(__name__)
@@ -60,15 +60,16 @@ SIMULATOR_USERNAME = "alpha-simulator"
 
 @dataclass(frozen=True)
 class PushItem:
-    """One selected image to send to annotators.
+    """One selected image to send to annotators, with its pre-annotation.
 
-    `score` is the model's calibrated confidence: lower means more uncertain, and Label
+    `result` is the kind's Label Studio results (choices, brush regions...), passed through
+    untouched; `score` is the model's confidence: lower means more uncertain, and Label
     Studio's uncertainty sampling serves the lowest score first.
     """
 
     image_id: str
     key: str
-    probs: np.ndarray
+    result: list[dict]
     score: float
 
 
@@ -146,6 +147,16 @@ def _format_time(value: datetime) -> str:
 
 def _annotation_time(record: LabelRecord) -> datetime:
     return _parse_time(record.annotation_updated_at or "1970-01-01T00:00:00Z")
+
+
+def _prediction_result(task: dict) -> list | None:
+    """The results of the newest prediction (pre-annotation) an exported task carries."""
+    predictions = [p for p in task.get("predictions") or [] if isinstance(p, dict)]
+    if not predictions:
+        return None
+    newest = max(predictions, key=lambda p: (str(p.get("created_at") or ""), p.get("id") or 0))
+    result = newest.get("result")
+    return result if isinstance(result, list) else None
 
 
 def _origin(url: str) -> str:
@@ -452,8 +463,8 @@ class LabelStudioProject:
             item.image_id: {
                 "data": {self.kind.DATA_KEY: self.store.s3_uri(item.key),
                          "image_id": item.image_id, "round": round_id},
-                "predictions": [self.kind.prediction(item.probs, self.labels, float(item.score),
-                                                     model_version)],
+                "predictions": [{"model_version": model_version, "score": float(item.score),
+                                 "result": item.result}],
             }
             for item in ordered
         }
@@ -477,14 +488,29 @@ class LabelStudioProject:
         mistake): annotators see what is already labeled, selection and push never ask for
         it again, and the next pull recognises the labels as the ones already recorded.
         """
+        from alpha.train import record_target
+
+        def restorable(record: LabelRecord) -> Target | None:
+            if record.status != "labeled":
+                return None
+            try:
+                target = record_target(self.store, record)
+            except AnnotationError as error:
+                log.warning("not restoring %s: %s", record.image_id, error)
+                return None
+            return target if self.kind.target_problem(target, self.labels) is None else None
+
+        ordered = sorted(records, key=lambda r: r.image_id)
+        with ThreadPoolExecutor(max_workers=16) as pool:
+            targets = list(pool.map(restorable, ordered))
         tasks = {
             r.image_id: {
                 "data": {self.kind.DATA_KEY: self.store.s3_uri(r.image_key),
                          "image_id": r.image_id, "restored": True},
-                "annotations": [{"result": self.kind.result_from_label(r.label)}],
+                "annotations": [{"result": self.kind.result_from_target(
+                    target, self.labels, (r.mask.width, r.mask.height) if r.mask else (0, 0))}],
             }
-            for r in sorted(records, key=lambda r: r.image_id)
-            if r.status == "labeled" and r.label in self.labels
+            for r, target in zip(ordered, targets, strict=True) if target is not None
         }
         project_id, created, present, removed = self._import_once(tasks, "restore")
         log.info("restored %d labeled tasks to project %d (%d already there)", len(created),
@@ -649,13 +675,15 @@ class LabelStudioProject:
             )
 
     def _record_for(self, task: dict, users: dict[int, str], simulator: int | None
-                    ) -> LabelRecord:
-        """The label record a task's annotations amount to (AnnotationError if they don't fit).
+                    ) -> tuple[LabelRecord, np.ndarray | None]:
+        """The label record a task's annotations amount to, and its mask for mask kinds
+        (AnnotationError if they don't fit).
 
-        Several finished annotations (overlap) are resolved by majority, ties to the latest
-        (alpha.consensus), and the votes and agreement are kept with the record; a task whose
-        annotations were all cancelled (skipped by the annotator) is recorded as skipped so
-        selection leaves it out.
+        The kind reads the results: several finished annotations (overlap) become one target
+        by its consensus rule (majority for choices, a per-pixel vote for masks), with the
+        votes and agreement kept, and what the annotator changed of the task's
+        pre-annotation; a task whose annotations were all cancelled (skipped by the
+        annotator) is recorded as skipped so selection leaves it out.
         """
         data = task.get("data") or {}
         image_id = self._image_id_of(data)
@@ -676,23 +704,23 @@ class LabelStudioProject:
 
         annotations = sorted(annotations, key=when)
         finished = [a for a in annotations if not a.get("was_cancelled")]
-        label, votes, agreement = None, None, None
+        reading = None
         if finished:
-            labels = [self.kind.label_from_result(a.get("result") or [], self.labels)
-                      for a in finished]
-            consensus = majority_vote(labels)
-            chosen, label = finished[consensus.index], consensus.label
-            if len(finished) > 1:
-                votes, agreement = consensus.votes, consensus.agreement
+            reading = self.kind.read_annotations(
+                [a.get("result") or [] for a in finished], self.labels,
+                self.settings.task.options, predicted=_prediction_result(task))
+            chosen = finished[reading.index]
         else:
             chosen = annotations[-1]
+        target = reading.target if reading is not None else None
         user = chosen.get("completed_by")
         user_id = user.get("id") if isinstance(user, dict) else user
-        return LabelRecord(
+        record = LabelRecord(
             image_id=image_id,
             image_key=uri.removeprefix(bucket_root),
             status="labeled" if finished else "skipped",
-            label=label,
+            label=target.label if target is not None else None,
+            segments=target.segments if target is not None else None,
             source="labelstudio",
             annotator=users.get(int(user_id), str(user_id)) if user_id is not None else None,
             simulated=user_id is not None and int(user_id) == simulator,
@@ -702,10 +730,12 @@ class LabelStudioProject:
             # The newest change to any of the task's annotations: an edit of a losing vote
             # still changes the record's votes.
             annotation_updated_at=when(annotations[-1])[0] or None,
-            votes=votes,
-            agreement=agreement,
+            votes=reading.votes if reading is not None else None,
+            agreement=reading.agreement if reading is not None else None,
+            changed=reading.changed if reading is not None else None,
             restored=bool(data.get("restored")),
         )
+        return record, target.mask if target is not None else None
 
     @_ls_errors("pulling annotations")
     def pull(self, full: bool = False) -> PullResult:
@@ -735,11 +765,11 @@ class LabelStudioProject:
             return result
         users = self._users()
         simulator = next((i for i, e in users.items() if e == SIMULATOR_EMAIL), None)
-        candidates: dict[str, LabelRecord] = {}
+        candidates: dict[str, tuple[LabelRecord, np.ndarray | None]] = {}
         problem_ids: set[int] = set()
         for task in self._export(todo):
             try:
-                record = self._record_for(task, users, simulator)
+                record, mask = self._record_for(task, users, simulator)
             except AnnotationError as error:
                 task_id = int(task["id"])
                 problem_ids.add(task_id)
@@ -747,8 +777,8 @@ class LabelStudioProject:
                     task_id, self._image_id_of(task.get("data") or {}), str(error)))
                 continue
             previous = candidates.get(record.image_id)
-            if previous is None or _annotation_time(record) > _annotation_time(previous):
-                candidates[record.image_id] = record
+            if previous is None or _annotation_time(record) > _annotation_time(previous[0]):
+                candidates[record.image_id] = (record, mask)
         self._write_records(candidates, result)
         self._save_pull_state(project_id, cursor, {**seen, **{str(t): u for t, u in
                                                              listed.items()}}, problem_ids)
@@ -797,15 +827,21 @@ class LabelStudioProject:
         self.store.put_json(self._cursor_key(), {
             "project_id": project_id, "updated_after": _format_time(newest), "seen": keep})
 
-    def _write_records(self, candidates: dict[str, LabelRecord], result: PullResult) -> None:
-        """Upsert the records in parallel (S3 latency bound); one listing saves the reads of
-        records that do not exist yet, which is every record of a first pull."""
+    def _write_records(self, candidates: dict[str, tuple[LabelRecord, np.ndarray | None]],
+                       result: PullResult) -> None:
+        """Upsert the records in parallel (S3 latency bound), each mask PNG before its JSON;
+        one listing saves the reads of records that do not exist yet, which is every record
+        of a first pull."""
         existing = self.store.list_label_ids() if candidates else set()
 
-        def upsert(record: LabelRecord) -> tuple[LabelRecord, bool, bool]:
+        def upsert(item: tuple[LabelRecord, np.ndarray | None]) -> tuple[LabelRecord, bool, bool]:
+            record, mask = item
             old = read_record(self.store, record.image_id) if record.image_id in existing else None
+            if mask is not None:
+                attach_mask(self.store, record, mask, old)
             if (old is not None and record.restored
-                    and (old.status, old.label) == (record.status, record.label)):
+                    and (old.status, old.label, old.mask) == (record.status, record.label,
+                                                              record.mask)):
                 # Put back by `alpha relabel`: the label is the one already recorded, made by
                 # whoever made it then, not by the account that refilled the project.
                 record.annotator, record.simulated = old.annotator, old.simulated

@@ -15,13 +15,20 @@ import numpy as np
 
 from alpha.config import Settings, load_settings
 from alpha.errors import DataError
+from alpha.kinds import get_kind
 from alpha.labelstudio import LabelStudioProject, PushItem
 from alpha.records import read_all_records
 from alpha.rounds import read_round_record, write_round_record
 from alpha.score import score_pool
 from alpha.store import Store
-from alpha.strategies import NEEDS_SAMPLES, mean_probs, select_batch, strategy_score
-from alpha.train import load_model, train_model
+from alpha.strategies import (
+    NEEDS_GRADIENTS,
+    NEEDS_SAMPLES,
+    select_batch,
+    strategy_measure,
+    strategy_score,
+)
+from alpha.train import load_model, model_images, train_model
 
 
 @dataclass
@@ -54,15 +61,20 @@ def pull_step(ctx: RoundContext, round_id: str) -> dict:
 
 
 def label_counts(ctx: RoundContext) -> dict[str, Any]:
-    """Labels by status, and how far annotators agree where several annotated one image."""
+    """Labels by status, how far annotators agree where several annotated one image, and how
+    much of the pre-annotations they changed (the work pre-filling did not save them)."""
     records = read_all_records(ctx.store).values()
-    overlapped = [r.agreement for r in records if r.status == "labeled" and r.agreement is not None]
+    labeled = [r for r in records if r.status == "labeled"]
+    overlapped = [r.agreement for r in labeled if r.agreement is not None]
+    changed = [r.changed for r in labeled if r.changed is not None]
     return {
-        "labeled": sum(r.status == "labeled" for r in records),
+        "labeled": len(labeled),
         "skipped": sum(r.status == "skipped" for r in records),
         "retracted": sum(r.status == "retracted" for r in records),
         "overlapped": len(overlapped),
         "mean_agreement": float(np.mean(overlapped)) if overlapped else None,
+        "compared": len(changed),
+        "mean_changed": float(np.mean(changed)) if changed else None,
     }
 
 
@@ -88,8 +100,10 @@ def select_step(ctx: RoundContext, round_id: str, version: str, strategy: str) -
     """Score the pool with the model and write the round's selection (reused on a re-run).
 
     Only what the strategy needs is computed: Monte-Carlo samples for Bayesian measures,
-    and the labeled images' embeddings for the strategies that compare the pool with what
-    is already labeled (core-set, TypiClust).
+    BADGE's gradient embeddings, and the labeled images' embeddings for the strategies that
+    compare the pool with what is already labeled (core-set, TypiClust). The record holds
+    ids, keys and scores only: push predicts the chosen images again for their
+    pre-annotations.
     """
     existing = read_round_record(ctx.store, round_id, "selection")
     if existing is not None:
@@ -102,7 +116,8 @@ def select_step(ctx: RoundContext, round_id: str, version: str, strategy: str) -
     # A retracted label's image may be chosen again once its task is gone from the queue.
     exclude = {i for i, r in records.items() if r.status != "retracted"}
     exclude |= set(ctx.project.task_image_ids())
-    pool = score_pool(ctx.store, loaded, ctx.settings, exclude=exclude, mc_samples=mc_samples)
+    pool = score_pool(ctx.store, loaded, ctx.settings, exclude=exclude, mc_samples=mc_samples,
+                      gradients=strategy in NEEDS_GRADIENTS)
     labeled_embeddings = None
     cold_start = len(labeled_ids) < len(loaded.labels)  # select_batch switches to TypiClust
     if (strategy in LABELED_EMBEDDINGS or cold_start) and labeled_ids:
@@ -110,25 +125,36 @@ def select_step(ctx: RoundContext, round_id: str, version: str, strategy: str) -
             ctx.store, loaded, ctx.settings, include=labeled_ids
         ).embeddings
     indices = select_batch(
-        strategy, loop_settings.batch_size, pool.probs, pool.embeddings, labeled_embeddings,
+        strategy, loop_settings.batch_size, pool.scores, labeled_embeddings,
         n_labeled=len(labeled_ids), random_state=loop_settings.random_state,
     )
-    scores = strategy_score(strategy, pool.probs) if len(pool.image_ids) else np.empty(0)
-    mean = mean_probs(pool.probs)
+    scores = strategy_score(strategy, pool.scores) if len(pool.image_ids) else np.empty(0)
     items = [
-        {
-            "image_id": pool.image_ids[i],
-            "key": pool.keys[i],
-            "uncertainty": float(scores[i]),
-            "confidence": float(np.max(mean[i])),
-            "probs": [float(p) for p in mean[i]],
-        }
+        {"image_id": pool.image_ids[i], "key": pool.keys[i], "uncertainty": float(scores[i]),
+         "confidence": float(pool.scores.confidence[i])}
         for i in indices
     ]
-    summary = {"strategy": strategy, "model_version": version, "pool_size": len(pool.image_ids),
+    summary = {"strategy": strategy, "measure": strategy_measure(strategy),
+               "model_version": version, "pool_size": len(pool.image_ids),
                "selected": len(items), "unreadable": pool.skipped}
     write_round_record(ctx.store, round_id, "selection", {**summary, "items": items})
     return summary
+
+
+def pre_annotations(ctx: RoundContext, version: str, items: list[dict]
+                    ) -> tuple[list[PushItem], list[str]]:
+    """The selected images predicted again by the model that chose them, as the kind's
+    pre-annotations at each image's own size; and the problems of images that could not be
+    read any more (deleted or changed since scoring)."""
+    loaded = load_model(ctx.store, version)
+    kind = get_kind(loaded.kind)
+    images, sizes, readable, problems = model_images(
+        ctx.store, loaded, [item["key"] for item in items])
+    made = kind.pre_annotate(loaded.model, loaded.temperature, images, sizes, loaded.labels,
+                             ctx.settings.task.options) if readable else []
+    pushed = [PushItem(items[i]["image_id"], items[i]["key"], pre.result, pre.score)
+              for i, pre in zip(readable, made, strict=True)]
+    return pushed, problems
 
 
 def push_step(ctx: RoundContext, round_id: str) -> dict:
@@ -136,16 +162,17 @@ def push_step(ctx: RoundContext, round_id: str) -> dict:
     selection = read_round_record(ctx.store, round_id, "selection")
     if selection is None:
         return {"created": 0, "already_present": 0}
-    items = [
-        PushItem(item["image_id"], item["key"], np.asarray(item["probs"]), item["confidence"])
-        for item in selection["items"]
-    ]
+    queued = ctx.project.task_image_ids()
+    todo = [item for item in selection["items"] if item["image_id"] not in queued]
+    items, problems = pre_annotations(ctx, selection["model_version"], todo)
     result = ctx.project.push(items, model_version=selection["model_version"], round_id=round_id)
+    result.already_present.update({item["image_id"]: queued[item["image_id"]]
+                                   for item in selection["items"] if item["image_id"] in queued})
     record = {"created": result.created, "already_present": sorted(result.already_present),
-              "duplicates_removed": result.duplicates_removed}
+              "duplicates_removed": result.duplicates_removed, "problems": problems}
     write_round_record(ctx.store, round_id, "push", record)
     return {"created": len(result.created), "already_present": len(result.already_present),
-            "duplicates_removed": result.duplicates_removed}
+            "duplicates_removed": result.duplicates_removed, "unreadable": len(problems)}
 
 
 def finish_round(ctx: RoundContext, round_id: str, summary: dict) -> None:

@@ -1,9 +1,10 @@
 """Score the unlabeled pool: stream images from the bucket through the model in batches.
 
-Memory is bounded by the batch, not the pool: per image only the id, the key, the class
-probabilities (with a Monte-Carlo axis for Bayesian strategies) and the model's embedding,
-which diversity strategies need, are kept. The next batch is fetched while the current one
-is decoded and predicted, since S3 latency, not compute, usually limits scoring.
+Memory is bounded by the batch, not the pool: the kind reduces each batch to what selection
+needs (alpha.strategies.BatchScores: a score per measure, an embedding, a predicted class),
+so no probability map, Monte-Carlo sample or pixel outlives its batch. The next batch is
+fetched while the current one is decoded and scored, since S3 latency, not compute,
+usually limits scoring.
 """
 
 from __future__ import annotations
@@ -19,20 +20,23 @@ from alpha.config import Settings
 from alpha.images import decode_batch
 from alpha.kinds import get_kind
 from alpha.store import ImageRef, Store
+from alpha.strategies import BatchScores
 from alpha.train import LoadedModel, fetch_images
 
 
 @dataclass
 class PoolScores:
-    """Class probabilities `(n, classes)`, or `(n, classes, samples)` when scored with
-    Monte-Carlo dropout, and embeddings `(n, dim)` for every scored image; `skipped` says
-    which could not be read."""
+    """Every scored image's id and key, and what selection needs of it (`scores`, row i for
+    image i); `skipped` says which images could not be read."""
 
     image_ids: list[str]
     keys: list[str]
-    probs: np.ndarray
-    embeddings: np.ndarray
+    scores: BatchScores
     skipped: list[str] = field(default_factory=list)
+
+    @property
+    def embeddings(self) -> np.ndarray | None:
+        return self.scores.embeddings
 
 
 def _chunks(refs: Iterator[ImageRef], size: int) -> Iterator[list[ImageRef]]:
@@ -48,19 +52,20 @@ def score_pool(
     *,
     include: Collection[str] | None = None,
     mc_samples: int = 0,
+    gradients: bool = False,
 ) -> PoolScores:
-    """Probabilities and embeddings for every image not in `exclude` (labeled, queued or
-    skipped ids), or, with `include`, for just those images (the labeled set, whose
-    embeddings core-set and TypiClust compare the pool with).
+    """Scores and embeddings for every image not in `exclude` (labeled, queued or skipped
+    ids), or, with `include`, for just those images (the labeled set, whose embeddings
+    core-set and TypiClust compare the pool with).
 
-    `mc_samples` >= 2 samples the model's dropout that many times (fast MC dropout, the same
-    masks for every batch) for Bayesian strategies such as BALD. Images are decoded with the
-    size and channels the model was trained with, which may differ from the current settings
-    if they changed since.
+    `mc_samples` >= 2 samples the model's dropout that many times (the same masks for every
+    batch) for Bayesian strategies such as BALD; `gradients` adds BADGE's gradient
+    embeddings. Images are decoded with the size and channels the model was trained with,
+    which may differ from the current settings if they changed since.
     """
     kind = get_kind(loaded.kind)
     excluded = set(exclude)
-    size = int(loaded.train_settings.get("image_size", settings.train.image_size))
+    size = kind.input_size(loaded.train_settings)
     channels = int(loaded.train_settings.get("channels", settings.train.channels))
     wanted = set(include) if include is not None else None
     refs = (
@@ -72,8 +77,7 @@ def score_pool(
 
     image_ids: list[str] = []
     keys: list[str] = []
-    probs: list[np.ndarray] = []
-    embeddings: list[np.ndarray] = []
+    parts: list[BatchScores] = []
     skipped: list[str] = []
 
     def fetch(chunk: list[ImageRef]) -> tuple[list[ImageRef], list[bytes | None], list[str]]:
@@ -96,28 +100,17 @@ def score_pool(
             del blobs
             if not good:
                 continue
-            if mc_samples >= 2:
-                batch_probs, batch_embeddings = kind.predict_mc(
-                    loaded.model, images, loaded.temperature, mc_samples,
-                    random_state=settings.loop.random_state,
-                )
-            else:
-                batch_probs, batch_embeddings = kind.predict(
-                    loaded.model, images, loaded.temperature
-                )
+            parts.append(kind.score_batch(
+                loaded.model, loaded.temperature, images, settings.task.options,
+                samples=mc_samples if mc_samples >= 2 else 0, gradients=gradients,
+                random_state=settings.loop.random_state,
+            ))
+            del images
             kept = [chunk[present[i]] for i in good]
             image_ids += [ref.image_id for ref in kept]
             keys += [ref.key for ref in kept]
-            probs.append(batch_probs)
-            embeddings.append(batch_embeddings)
-    n_classes = len(loaded.labels)
-    empty_probs = (0, n_classes, mc_samples) if mc_samples >= 2 else (0, n_classes)
-    return PoolScores(
-        image_ids=image_ids,
-        keys=keys,
-        probs=np.concatenate(probs) if probs else np.empty(empty_probs),
-        embeddings=(
-            np.concatenate(embeddings) if embeddings else np.empty((0, 0), dtype=np.float32)
-        ),
-        skipped=skipped,
+    scores = (
+        BatchScores.concatenate(parts) if parts
+        else BatchScores(n_classes=len(loaded.labels))
     )
+    return PoolScores(image_ids=image_ids, keys=keys, scores=scores, skipped=skipped)

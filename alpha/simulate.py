@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from alpha.kinds.base import Target
 from alpha.labelstudio import SIMULATOR_EMAIL, LabelStudioProject
 
 
@@ -37,16 +38,18 @@ class SimulationReport:
 
 def simulate_annotations(
     project: LabelStudioProject,
-    truth: Mapping[str, str],
+    truth: Mapping[str, str | Target],
     error_rate: float = 0.0,
     skip_rate: float = 0.0,
     random_state: int = 0,
     limit: int | None = None,
 ) -> SimulationReport:
-    """SIMULATION: annotate the project's unannotated tasks from `truth` (image_id -> label).
+    """SIMULATION: annotate the project's unannotated tasks from `truth` (image_id -> label
+    name, or the kind's Target: a ground-truth mask for segmentation).
 
     Each task is skipped (a cancelled annotation) with probability `skip_rate`, otherwise
-    labeled, wrongly with probability `error_rate` (a uniformly drawn other label). Tasks whose
+    labeled, with a mistake with probability `error_rate` (the kind's: a uniformly drawn
+    other label; mask edges moved by a few pixels). Tasks whose
     image has no truth are left alone and counted in `no_truth`. At most `limit` tasks are
     answered (skips included), in the order annotators are served.
     """
@@ -60,22 +63,23 @@ def simulate_annotations(
     for task_id, image_id in project.unannotated_tasks().items():
         if limit is not None and len(report.task_ids) >= limit:
             break
-        true_label = truth.get(image_id) if image_id is not None else None
-        if true_label is None:
+        found = truth.get(image_id) if image_id is not None else None
+        if found is None:
             report.no_truth += 1
             continue
+        true = Target(label=found) if isinstance(found, str) else found
         skip_draw, error_draw, choice_draw = rng.random(3)
         if skip_draw < skip_rate:
             project.create_annotation(task_id, [], was_cancelled=True, completed_by=user_id)
             report.skipped += 1
         else:
-            label = true_label
-            others = [name for name in labels if name != true_label]
-            if others and error_draw < error_rate:
-                label = others[int(choice_draw * len(others))]
+            answer = kind.simulated_target(true, labels, error_draw < error_rate, choice_draw,
+                                           rng)
+            if answer is not true:
                 report.wrong += 1
                 report.wrong_image_ids.append(str(image_id))
-            project.create_annotation(task_id, kind.result_from_label(label),
+            size = (0, 0) if answer.mask is None else answer.mask.shape[::-1]
+            project.create_annotation(task_id, kind.result_from_target(answer, labels, size),
                                       completed_by=user_id)
             report.annotated += 1
         report.task_ids.append(task_id)

@@ -229,6 +229,10 @@ class Store:
     def label_key(self, image_id: str) -> str:
         return self.key("labels", f"{image_id}.json")
 
+    def mask_key(self, image_id: str) -> str:
+        """The mask PNG beside an image's label record (segmentation kinds)."""
+        return self.key("labels", f"{image_id}.png")
+
     def model_key(self, version: str, name: str) -> str:
         return self.key("models", version, name)
 

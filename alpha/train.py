@@ -19,10 +19,11 @@ from botocore.exceptions import ClientError
 from torch import nn
 
 from alpha.config import Settings
-from alpha.errors import DataError
-from alpha.images import decode_batch
+from alpha.errors import AnnotationError, DataError
+from alpha.images import decode_batch, image_size
 from alpha.kinds import get_kind
-from alpha.records import LabelRecord, read_all_records
+from alpha.kinds.base import Kind, Target
+from alpha.records import LabelRecord, read_all_records, read_mask
 from alpha.store import Store
 
 MISSING_CODES = ("NoSuchKey", "404", "NotFound")
@@ -86,23 +87,37 @@ def fetch_images(store: Store, keys: Sequence[str]) -> tuple[list[bytes | None],
     return blobs, missing
 
 
+def record_target(store: Store, record: LabelRecord) -> Target:
+    """The kind-owned target a record stores (its mask read from the PNG beside it)."""
+    mask = read_mask(store, record) if record.mask is not None else None
+    return Target(label=record.label, mask=mask, segments=record.segments)
+
+
 def _usable(
-    records: dict[str, LabelRecord], labels: list[str]
-) -> tuple[list[LabelRecord], dict[str, str]]:
-    """Records the model can learn from, and why every other record was left out."""
-    usable: list[LabelRecord] = []
-    ignored: dict[str, str] = {}
-    for image_id in sorted(records):
-        record = records[image_id]
-        if record.status != "labeled":
-            ignored[image_id] = f"status is {record.status!r}"
-        elif record.label is None:
-            ignored[image_id] = "labeled but has no label"
-        elif record.label not in labels:
-            ignored[image_id] = f"label {record.label!r} is not one of task.labels"
+    store: Store, kind: Kind, records: dict[str, LabelRecord], labels: list[str]
+) -> tuple[list[tuple[LabelRecord, Target]], dict[str, str]]:
+    """Records the model can learn from with their targets, and why every other record was
+    left out (a mask that cannot be read is left out too, not fatal)."""
+    labeled = [records[i] for i in sorted(records) if records[i].status == "labeled"]
+    ignored = {i: f"status is {r.status!r}" for i, r in sorted(records.items())
+               if r.status != "labeled"}
+
+    def target(record: LabelRecord) -> Target | str:
+        try:
+            return record_target(store, record)
+        except (AnnotationError, ClientError) as error:
+            return f"its mask cannot be read ({error})"
+
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        targets = list(pool.map(target, labeled))
+    usable: list[tuple[LabelRecord, Target]] = []
+    for record, found in zip(labeled, targets, strict=True):
+        problem = found if isinstance(found, str) else kind.target_problem(found, labels)
+        if problem is not None:
+            ignored[record.image_id] = problem
         else:
-            usable.append(record)
-    return usable, ignored
+            usable.append((record, found))
+    return usable, dict(sorted(ignored.items()))
 
 
 def default_version(n_labels: int, now: datetime | None = None) -> str:
@@ -122,26 +137,25 @@ def train_model(store: Store, settings: Settings, version: str | None = None) ->
     """Train on every usable label in the bucket and publish the model as the latest."""
     kind = get_kind(settings.task.kind)
     labels = settings.task.labels
-    usable, ignored = _usable(read_all_records(store), labels)
+    usable, ignored = _usable(store, kind, read_all_records(store), labels)
     if not usable:
         raise DataError(
             "No usable labels in the bucket: label some images (seed labels or Label Studio) "
             f"with one of {', '.join(labels)} before training."
         )
-    keys = [record.image_key for record in usable]
+    keys = [record.image_key for record, _ in usable]
     blobs, skipped = fetch_images(store, keys)
     present = [i for i, blob in enumerate(blobs) if blob is not None]
+    size = settings.train.input_size
     images, good, errors = decode_batch(
-        [blobs[i] for i in present],
-        [keys[i] for i in present],
-        settings.train.image_size,
-        settings.train.channels,
+        [blobs[i] for i in present], [keys[i] for i in present], size, settings.train.channels
     )
     skipped += errors
-    seen = [usable[present[i]] for i in good]
+    kept = [usable[present[i]] for i in good]
+    seen = [record for record, _ in kept]
     del blobs
-    targets = np.array([labels.index(record.label) for record in seen], dtype=np.int64)
-    trained = kind.train_classifier(images, targets, len(labels), settings.train)
+    targets = kind.training_targets([target for _, target in kept], labels, size)
+    trained = kind.train(images, targets, labels, settings.train, settings.task.options)
 
     n_labels = len(seen)
     version = _check_version(version or default_version(n_labels))
@@ -150,6 +164,7 @@ def train_model(store: Store, settings: Settings, version: str | None = None) ->
     manifest = {
         "version": version,
         "kind": settings.task.kind,
+        "primary_metric": kind.PRIMARY_METRIC,
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "n_labels": n_labels,
         "labels": list(labels),
@@ -162,7 +177,8 @@ def train_model(store: Store, settings: Settings, version: str | None = None) ->
     checkpoint = kind.save_checkpoint(trained, labels, settings.train)
     store.put_bytes(store.model_key(version, "model.pt"), checkpoint)
     store.put_json(
-        store.model_key(version, "labels_seen.json"), {r.image_id: r.label for r in seen}
+        store.model_key(version, "labels_seen.json"),
+        {r.image_id: r.label if r.mask is None else r.mask.sha256 for r in seen},
     )
     store.put_json(store.model_key(version, "metrics.json"), manifest)
     store.put_json(latest_key(store), {"version": version})
@@ -197,3 +213,19 @@ def load_model(store: Store, version: str | None = None) -> LoadedModel:
         train_settings=train_settings,
         kind=kind.NAME,
     )
+
+
+def model_images(store: Store, loaded: LoadedModel, keys: Sequence[str]
+                 ) -> tuple[np.ndarray, list[tuple[int, int]], list[int], list[str]]:
+    """The images `keys` at the model's input size, their own (width, height), the indices
+    that could be read and the problems of the others (for pre-annotations at full size)."""
+    kind = get_kind(loaded.kind)
+    blobs, problems = fetch_images(store, keys)
+    present = [i for i, blob in enumerate(blobs) if blob is not None]
+    images, good, errors = decode_batch(
+        [blobs[i] for i in present], [keys[i] for i in present],
+        kind.input_size(loaded.train_settings), int(loaded.train_settings.get("channels", 1)),
+    )
+    readable = [present[i] for i in good]
+    sizes = [image_size(blobs[i]) for i in readable]  # type: ignore[arg-type]
+    return images, sizes, readable, problems + errors

@@ -67,9 +67,9 @@ def push_items(project, rep: int, tasks: int):
     items = []
     for i in range(tasks):
         relative = f"faults/push-{rep:03d}/{i:05d}.png"
-        probs = rng.dirichlet(np.ones(len(LABELS)))
+        pre = project.kind.pre_annotation(rng.dirichlet(np.ones(len(LABELS))), LABELS)
         items.append(PushItem(image_id_from_key(relative), project.store.image_key(relative),
-                              probs, float(probs.max())))
+                              pre.result, pre.score))
     return items
 
 

@@ -98,6 +98,21 @@ def load_data(dataset: str, pool: int) -> tuple[np.ndarray, np.ndarray, np.ndarr
 
 
 # ---- one run ------------------------------------------------------------------------------
+def class_names(*targets: np.ndarray) -> list[str]:
+    """Names for the class indices the targets use (the kind interface speaks names)."""
+    return [str(c) for c in range(int(max(t.max() for t in targets)) + 1)]
+
+
+def _classification() -> Any:
+    """The classification kind, through the registry (its module also has `predict`)."""
+    from alpha.kinds import get_kind
+
+    return get_kind("classification")
+
+
+CLASSIFICATION = _classification()
+
+
 class Models:
     """Trained models keyed by (seed, labeled set): strategies that label the same images
     get the same model, so shared rounds (the seed set, identical picks) train once."""
@@ -109,7 +124,6 @@ class Models:
     def get(self, seed: int, labeled: np.ndarray) -> tuple[Any, float, float, float]:
         """(model, temperature, test accuracy, training seconds)."""
         from alpha.config import TrainSettings
-        from alpha.kinds.classification import predict, train_classifier
 
         labeled = np.sort(labeled)
         key = (seed, labeled.tobytes())
@@ -120,11 +134,11 @@ class Models:
                 **self.cfg.train,
             )
             start = time.perf_counter()
-            classes = int(max(y.max(), y_test.max())) + 1
-            trained = train_classifier(x[labeled], y[labeled], classes, settings)
+            names = class_names(y, y_test)
+            trained = CLASSIFICATION.train(x[labeled], y[labeled], names, settings, None)
             seconds = time.perf_counter() - start
-            probs, _ = predict(trained.model, x_test, trained.temperature)
-            accuracy = float((probs.argmax(axis=1) == y_test).mean())
+            accuracy = CLASSIFICATION.evaluate(
+                trained.model, trained.temperature, x_test, y_test, names)["accuracy"]
             self.cache[key] = (trained.model, trained.temperature, accuracy, seconds)
         return self.cache[key]
 
@@ -163,13 +177,13 @@ def baal_mc_probs(model: Any, images: np.ndarray, samples: int, temperature: flo
 def choose(strategy: str, model: Any, temperature: float, cfg: Config, pool_x: np.ndarray,
            labeled: np.ndarray, unlabeled: np.ndarray, seed: int, round_: int) -> np.ndarray:
     """Score the pool and pick a batch with `strategy`; returns pool indices."""
-    from alpha.kinds.classification import predict
-    from alpha.strategies import DEFAULT_STRATEGY, select_batch
-    from alpha.strategies.mc import mc_dropout
+    from alpha.kinds.mc import mc_dropout
+    from alpha.strategies import DEFAULT_STRATEGY, BatchScores, select_batch
 
+    predict = CLASSIFICATION.predict
     k, state = cfg.batch, seed * 1000 + round_
     if strategy == "random":
-        return unlabeled[select_batch("random", k, np.zeros((len(unlabeled), 2)),
+        return unlabeled[select_batch("random", k, BatchScores(predicted=unlabeled),
                                       random_state=state)]
     if strategy in ("modal-margin", "modal-entropy"):
         from modAL.uncertainty import entropy_sampling, margin_sampling
@@ -191,13 +205,11 @@ def choose(strategy: str, model: Any, temperature: float, cfg: Config, pool_x: n
     name, _, candidates = strategy.partition(":")
     name, _, scoring = name.partition("@")
     name = DEFAULT_STRATEGY if name == "default" else name
-    if name in ("bald", "variation_ratio") or scoring == "mc":
-        probs, embeddings = mc_dropout(model, pool_x, cfg.mc_samples, temperature,
-                                       random_state=state)
-    else:
-        probs, embeddings = predict(model, pool_x, temperature)
+    samples = cfg.mc_samples if name in ("bald", "variation_ratio") or scoring == "mc" else 0
+    pool = CLASSIFICATION.score_batch(model, temperature, pool_x, samples=samples,
+                                      gradients=name == "badge", random_state=state)
     picked = select_batch(
-        name, k, probs[unlabeled], embeddings[unlabeled], embeddings[labeled],
+        name, k, pool.take(unlabeled), pool.embeddings[labeled],
         cold_start_labels=cfg.cold_start if strategy == "default" else 0,
         random_state=state, **({"candidates": int(candidates)} if candidates else {}),
     )
@@ -270,10 +282,10 @@ def mc_check(cfg: Config, data: tuple[np.ndarray, ...]) -> dict[str, Any]:
     The model is the one random selection ends with on seed 0: trained on as many labels as
     the benchmark's final round, so its uncertainty is as informative as it gets here.
     """
-    from alpha.kinds.classification import predict
+    from alpha.kinds.mc import mc_dropout
     from alpha.strategies import bald, entropy, top_k
-    from alpha.strategies.mc import mc_dropout
 
+    predict = CLASSIFICATION.predict
     pool_x = data[0]
     n_final = min(len(pool_x), cfg.initial + cfg.rounds * cfg.batch)
     labeled = np.random.default_rng(0).choice(len(pool_x), size=n_final, replace=False)

@@ -27,6 +27,7 @@ import numpy as np
 from PIL import Image
 
 from alpha.config import Settings, load_settings
+from alpha.kinds import get_kind
 from alpha.labelstudio import LabelStudioProject, PushItem
 from alpha.records import LabelRecord, read_record, upsert_record
 from alpha.simulate import simulate_annotations
@@ -59,7 +60,8 @@ def upload_images(store: Store, n: int, rng: np.random.Generator) -> tuple[list,
     for i, key in enumerate(keys):
         image_id = image_id_from_key(f"bench/{i:06d}.png")
         probs = rng.dirichlet(np.ones(len(LABELS)))
-        items.append(PushItem(image_id, key, probs, float(probs.max())))
+        pre = get_kind("classification").pre_annotation(probs, LABELS)
+        items.append(PushItem(image_id, key, pre.result, pre.score))
         truth[image_id] = LABELS[int(rng.integers(len(LABELS)))]
     return items, truth
 
@@ -70,8 +72,7 @@ def naive_push(project: LabelStudioProject, items: list[PushItem], model_version
         task = client.tasks.create(project=project.project_id, data={
             kind.DATA_KEY: project.store.s3_uri(item.key), "image_id": item.image_id,
             "round": "bench"})
-        pred = kind.prediction(item.probs, LABELS, item.score, model_version)
-        client.predictions.create(task=task.id, result=pred["result"], score=pred["score"],
+        client.predictions.create(task=task.id, result=item.result, score=item.score,
                                   model_version=model_version)
 
 

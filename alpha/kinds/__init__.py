@@ -1,22 +1,31 @@
 """Task kinds: everything that differs between classification and segmentation.
 
-A kind module provides the Label Studio label config, the conversion between Label Studio
-results and alpha's labels, and the model. The rest of alpha only talks to this interface.
+Each kind is one module implementing `alpha.kinds.base.Kind` (label config, targets, model,
+scores, pre-annotations, reading annotations), registered here by name. The rest of alpha
+only talks to that interface, through `get_kind`.
 """
 
 from __future__ import annotations
 
-from types import ModuleType
+from importlib import import_module
+from typing import TYPE_CHECKING, cast
 
 from alpha.errors import ConfigError
 
-KINDS = ("classification",)
+if TYPE_CHECKING:
+    from alpha.kinds.base import Kind
+
+KIND_MODULES: dict[str, str] = {
+    "classification": "alpha.kinds.classification",
+    "semantic": "alpha.kinds.semantic",
+}
+"""Kind name -> the module that implements it (imported on first use: torch is heavy)."""
+
+KINDS: tuple[str, ...] = tuple(KIND_MODULES)
 
 
-def get_kind(name: str) -> ModuleType:
+def get_kind(name: str) -> Kind:
     """The module implementing task kind `name`."""
-    if name == "classification":
-        from alpha.kinds import classification
-
-        return classification
-    raise ConfigError(f"Unknown task kind {name!r}: choose one of {', '.join(KINDS)}.")
+    if name not in KIND_MODULES:
+        raise ConfigError(f"Unknown task kind {name!r}: choose one of {', '.join(KINDS)}.")
+    return cast("Kind", import_module(KIND_MODULES[name]))

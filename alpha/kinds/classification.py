@@ -1,9 +1,10 @@
-"""Image classification: one label per image.
+"""Image classification: one label per image (the `classification` task kind).
 
-Everything classification-specific lives here: the Label Studio label config, the
-conversion between Label Studio results and label names, the pre-annotation a task carries,
-and the model (a small CNN trained from scratch, calibrated with temperature scaling so its
-probabilities can be trusted as uncertainty).
+Everything classification-specific lives here, behind alpha.kinds.base.Kind: the Label
+Studio label config, the conversion between Label Studio results and label names (with
+majority vote over several annotators), the pre-annotation a task carries, the per-image
+uncertainty scores, and the model (a small CNN trained from scratch, calibrated with
+temperature scaling so its probabilities can be trusted as uncertainty).
 """
 
 from __future__ import annotations
@@ -11,8 +12,7 @@ from __future__ import annotations
 import io
 import math
 from collections import deque
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -23,13 +23,21 @@ from sklearn.model_selection import train_test_split
 from torch import nn
 
 from alpha.config import TrainSettings
+from alpha.consensus import majority_vote
 from alpha.errors import AnnotationError, DataError
+from alpha.kinds.base import BatchScores, KindOptions, PreAnnotation, Reading, Target, Trained
+from alpha.kinds.mc import mc_dropout
+from alpha.strategies.scores import SINGLE_MEASURES
 
 NAME = "classification"
 FROM_NAME = "label"
 TO_NAME = "image"
 DATA_KEY = "image"
 RESULT_TYPE = "choices"
+PRIMARY_METRIC = "accuracy"
+MEASURES = SINGLE_MEASURES
+"""Scores of one prediction per image; with Monte-Carlo samples `bald` joins them."""
+Options = KindOptions  # classification has no options of its own
 
 # Below 0.5, a small validation set the model gets all right drives the fit towards 0,
 # which saturates every probability and makes uncertainty scores tie.
@@ -38,7 +46,7 @@ CHECKPOINT_FORMAT = 1
 
 
 # ---- Label Studio ------------------------------------------------------------------------
-def label_config(labels: list[str]) -> str:
+def label_config(labels: list[str], options: KindOptions | None = None) -> str:
     """The Label Studio labeling interface: the image and one single-choice list of labels."""
     from xml.sax.saxutils import quoteattr
 
@@ -138,15 +146,81 @@ def _brief(value: Any, limit: int = 80) -> str:
     return text if len(text) <= limit else text[:limit] + "..."
 
 
-def prediction(probs: np.ndarray, labels: list[str], score: float, model_version: str) -> dict:
-    """A Label Studio pre-annotation: the model's best guess, so annotators correct, not pick."""
+def pre_annotation(probs: np.ndarray, labels: list[str]) -> PreAnnotation:
+    """The model's best guess `probs` `(classes,)` as a choice, scored by its probability,
+    so annotators correct rather than pick; the task's score is the same confidence."""
     probs = np.asarray(probs, dtype=np.float64)
     if probs.shape != (len(labels),):
         raise ValueError(f"probs has shape {probs.shape} but there are {len(labels)} labels")
     best = int(probs.argmax())
     item = result_from_label(labels[best])[0]
     item["score"] = float(probs[best])
-    return {"model_version": model_version, "score": float(score), "result": [item]}
+    return PreAnnotation(result=[item], score=float(probs[best]))
+
+
+def prediction(probs: np.ndarray, labels: list[str], score: float, model_version: str) -> dict:
+    """A Label Studio prediction (pre-annotation) with an explicit task score."""
+    return {"model_version": model_version, "score": float(score),
+            "result": pre_annotation(probs, labels).result}
+
+
+def result_from_target(target: Target, labels: list[str], size: tuple[int, int]) -> list[dict]:
+    if target.label is None:
+        raise ValueError("a classification target is a label name")
+    return result_from_label(target.label)
+
+
+def read_annotations(
+    results: Sequence[Any], labels: list[str], options: KindOptions | None = None,
+    predicted: Any = None,
+) -> Reading:
+    """Several annotations (overlap) resolve by majority, ties to the latest
+    (alpha.consensus); votes and agreement are kept only when there were several.
+    `changed` says whether the chosen label differs from the pre-annotation's choice."""
+    chosen = [label_from_result(result, labels) for result in results]
+    consensus = majority_vote(chosen)
+    several = len(chosen) > 1
+    changed = None
+    if predicted:
+        try:
+            changed = float(label_from_result(predicted, labels) != consensus.label)
+        except AnnotationError:  # a prediction of another label config says nothing here
+            changed = None
+    return Reading(
+        target=Target(label=consensus.label), index=consensus.index,
+        votes=consensus.votes if several else None,
+        agreement=consensus.agreement if several else None, changed=changed,
+    )
+
+
+def target_problem(target: Target, labels: list[str]) -> str | None:
+    if target.label is None:
+        return "labeled but has no label"
+    if target.label not in labels:
+        return f"label {target.label!r} is not one of task.labels"
+    return None
+
+
+def training_targets(
+    targets: Sequence[Target], labels: list[str], size: tuple[int, int]
+) -> np.ndarray:
+    """Class indices `(n,)`."""
+    return np.array([labels.index(t.label) for t in targets], dtype=np.int64)
+
+
+def simulated_target(
+    truth: Target, labels: list[str], wrong: bool, draw: float, rng: np.random.Generator
+) -> Target:
+    """SIMULATION: the true label, or when `wrong` another one chosen by `draw` in [0, 1)."""
+    others = [name for name in labels if name != truth.label]
+    if wrong and others:
+        return Target(label=others[int(draw * len(others))])
+    return truth
+
+
+def input_size(train_settings: dict[str, Any]) -> tuple[int, int]:
+    side = int(train_settings.get("image_size", 28))
+    return side, int(train_settings.get("image_height") or side)
 
 
 # ---- the model ---------------------------------------------------------------------------
@@ -208,13 +282,7 @@ class SmallCNN(nn.Module):
         return self.head(self.embed(x))
 
 
-@dataclass
-class TrainedClassifier:
-    """A trained model (eval mode) with its calibration temperature and validation metrics."""
-
-    model: SmallCNN
-    temperature: float
-    metrics: dict[str, Any] = field(default_factory=dict)
+TrainedClassifier = Trained  # what train_classifier returns (the kinds' common type)
 
 
 def _split(
@@ -336,7 +404,7 @@ def train_classifier(
             if len(val_idx):
                 logits = _logits(model, val_images)
                 temperature = fit_temperature(logits, torch.from_numpy(val_targets))
-                metrics = evaluate(model, val_images, val_targets, temperature, num_classes)
+                metrics = _evaluate(model, val_images, val_targets, temperature, num_classes)
                 metrics["val_loss_uncalibrated"] = float(
                     F.cross_entropy(logits.double(), torch.from_numpy(val_targets))
                 )
@@ -451,17 +519,46 @@ def predict(
     return np.concatenate(probs), np.concatenate(embeddings)
 
 
-def predict_mc(
-    model: SmallCNN, images: np.ndarray, temperature: float, samples: int, random_state: int = 0
-) -> tuple[np.ndarray, np.ndarray]:
-    """Fast MC-dropout probabilities `(n, classes, samples)` and embeddings, for Bayesian
-    strategies: the backbone runs once, only the dropout layers after it are sampled."""
-    from alpha.strategies.mc import mc_dropout
+def train(
+    images: np.ndarray, targets: np.ndarray, labels: list[str], settings: TrainSettings,
+    options: KindOptions | None = None,
+) -> Trained:
+    return train_classifier(images, targets, len(labels), settings)
 
-    return mc_dropout(model, images, samples, temperature, random_state=random_state)
+
+def score_batch(
+    model: SmallCNN, temperature: float, images: np.ndarray, options: KindOptions | None = None,
+    *, samples: int = 0, gradients: bool = False, random_state: int = 0,
+) -> BatchScores:
+    """Every measure of the batch's calibrated probabilities (and `bald` with samples >= 2,
+    by fast MC dropout: the backbone runs once, only the layers after it are sampled), the
+    embeddings, the predicted class and its probability, and BADGE's gradient embeddings
+    when asked. The probabilities themselves are dropped here, batch by batch."""
+    if samples >= 2:
+        probs, embeddings = mc_dropout(model, images, samples, temperature,
+                                       random_state=random_state)
+    else:
+        probs, embeddings = predict(model, images, temperature)
+    return BatchScores.from_probs(probs, embeddings, gradients=gradients)
+
+
+def pre_annotate(
+    model: SmallCNN, temperature: float, images: np.ndarray, sizes: Sequence[tuple[int, int]],
+    labels: list[str], options: KindOptions | None = None,
+) -> list[PreAnnotation]:
+    probs, _ = predict(model, images, temperature)
+    return [pre_annotation(p, labels) for p in probs]
 
 
 def evaluate(
+    model: nn.Module, temperature: float, images: np.ndarray, targets: np.ndarray,
+    labels: list[str],
+) -> dict[str, Any]:
+    """Accuracy (the primary metric), per-class accuracy and calibrated NLL."""
+    return _evaluate(model, images, targets, temperature, len(labels))
+
+
+def _evaluate(
     model: nn.Module,
     images: np.ndarray,
     targets: np.ndarray,
@@ -489,9 +586,7 @@ def evaluate(
 
 
 # ---- checkpoints -------------------------------------------------------------------------
-def save_checkpoint(
-    trained: TrainedClassifier, labels: list[str], settings: TrainSettings
-) -> bytes:
+def save_checkpoint(trained: Trained, labels: list[str], settings: TrainSettings) -> bytes:
     """Weights plus plain values only, so it loads with torch.load(weights_only=True)."""
     model = trained.model
     if model.num_classes != len(labels):

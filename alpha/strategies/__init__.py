@@ -2,8 +2,9 @@
 batch selection, a class-balance guard and cold start, as pure functions of arrays.
 
 Measures take probabilities `(n, classes)` or `(n, classes, samples)`; strategies take
-scores and embeddings and return indices. `select_batch` is the one entry point the loop
-needs; `alpha.strategies.mc` (torch) turns a model into Monte-Carlo samples.
+scores and embeddings (a `BatchScores`) and return indices. `select_batch` is the one entry
+point the loop needs; Monte-Carlo samples come from the kinds (alpha.kinds.mc), which own
+the models.
 """
 
 from alpha.strategies.balance import class_balanced, class_cap
@@ -11,9 +12,11 @@ from alpha.strategies.batch import (
     DEFAULT_COLD_START_LABELS,
     DEFAULT_STRATEGY,
     NEEDS_EMBEDDINGS,
+    NEEDS_GRADIENTS,
     NEEDS_SAMPLES,
     STRATEGIES,
     select_batch,
+    strategy_measure,
     strategy_score,
 )
 from alpha.strategies.coldstart import pixel_embeddings, typicality, typiclust
@@ -34,13 +37,16 @@ from alpha.strategies.measures import (
     mean_probs,
     variation_ratio,
 )
+from alpha.strategies.scores import BatchScores
 
 __all__ = [
+    "BatchScores",
     "DEFAULT_CANDIDATES",
     "DEFAULT_COLD_START_LABELS",
     "DEFAULT_STRATEGY",
     "MEASURES",
     "NEEDS_EMBEDDINGS",
+    "NEEDS_GRADIENTS",
     "NEEDS_SAMPLES",
     "STRATEGIES",
     "badge",
@@ -56,6 +62,7 @@ __all__ = [
     "mean_probs",
     "pixel_embeddings",
     "select_batch",
+    "strategy_measure",
     "strategy_score",
     "top_k",
     "typicality",

@@ -1,9 +1,10 @@
-"""One entry point for every strategy: pool arrays in, indices of the batch out.
+"""One entry point for every strategy: pool scores in, indices of the batch out.
 
-The caller scores the unlabeled pool (probabilities, embeddings, MC samples when the
-strategy needs them) and passes arrays; this module never sees a model, ids or storage, so
-a selection can be replayed from what was scored. Indices are into the pool arrays, best
-first, never repeated.
+The caller scores the unlabeled pool (a kind's BatchScores: per-image scores per measure,
+embeddings, predicted classes, Monte-Carlo measures when the strategy needs them); this
+module never sees a model, ids, probabilities or storage, so a selection can be replayed
+from what was scored, for every task kind. Indices are into the pool arrays, best first,
+never repeated.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import numpy as np
 from alpha.strategies.balance import class_balanced
 from alpha.strategies.coldstart import typiclust
 from alpha.strategies.diversity import DEFAULT_CANDIDATES, badge, cluster_margin, coreset, top_k
-from alpha.strategies.measures import MEASURES, as_samples, margin, mean_probs
+from alpha.strategies.scores import BatchScores
 
 DEFAULT_STRATEGY = "cluster_margin"
 """What alpha uses unless told otherwise: the strategy bench/label_efficiency.py found best."""
@@ -35,15 +36,30 @@ STRATEGIES: tuple[str, ...] = (
 )
 NEEDS_SAMPLES = frozenset({"bald"})
 """Strategies whose measure is undefined without Monte-Carlo samples `(n, classes, T)`."""
+NEEDS_GRADIENTS = frozenset({"badge"})
+"""Strategies that read BADGE's gradient embeddings (asked of the kind when scoring)."""
 NEEDS_EMBEDDINGS = frozenset({"coreset", "badge", "cluster_margin", "typiclust"})
 BALANCED_BY_DEFAULT = frozenset({"margin_balanced", "cluster_margin"})
 
 
-def strategy_score(strategy: str, probs: np.ndarray) -> np.ndarray:
-    """The per-image score a selection records and Label Studio orders its queue by: the
-    strategy's own measure, or margin for strategies that rank by something else."""
-    measure = MEASURES.get(strategy.removesuffix("_balanced"), margin)
-    return measure(probs)
+def strategy_measure(strategy: str) -> str:
+    """The measure a strategy ranks by, or margin for strategies that rank by something else
+    (diversity, random): the score a selection records and Label Studio orders its queue by."""
+    name = strategy.removesuffix("_balanced")
+    return name if name in UNCERTAINTY else "margin"
+
+
+def strategy_score(strategy: str, pool: BatchScores) -> np.ndarray:
+    """The pool's `(n,)` score under the strategy's measure (see strategy_measure)."""
+    name = strategy_measure(strategy)
+    if name not in pool.scores:
+        raise ValueError(
+            f"strategy {strategy!r} needs the pool's {name!r} scores; the pool has "
+            f"{', '.join(pool.scores) or 'none'}"
+            + (": score it with Monte-Carlo samples (loop.mc_samples)." if name == "bald"
+               else ".")
+        )
+    return pool.scores[name]
 
 
 def _check_strategy(strategy: str) -> None:
@@ -56,31 +72,29 @@ def _check_strategy(strategy: str) -> None:
 def _ranking(
     strategy: str,
     k: int,
-    probs: np.ndarray | None,
-    embeddings: np.ndarray | None,
+    pool: BatchScores,
     labeled_embeddings: np.ndarray | None,
     random_state: int,
     candidates: int,
 ) -> np.ndarray:
     """The strategy's own picks, best first; at least k when the pool allows."""
     if strategy in UNCERTAINTY or strategy == "margin_balanced":
-        return top_k(strategy_score(strategy, probs), len(probs))
+        return top_k(strategy_score(strategy, pool), len(pool))
     if strategy == "coreset":
-        return coreset(embeddings, k, labeled_embeddings, random_state)
+        return coreset(pool.embeddings, k, labeled_embeddings, random_state)
     if strategy == "badge":
-        return badge(probs, embeddings, k, random_state)
+        return badge(pool.gradients, k, random_state)
     if strategy == "cluster_margin":
-        return cluster_margin(probs, embeddings, k, candidates, random_state)
+        return cluster_margin(pool.scores["margin"], pool.embeddings, k, candidates, random_state)
     if strategy == "typiclust":
-        return typiclust(embeddings, k, labeled_embeddings, random_state)
+        return typiclust(pool.embeddings, k, labeled_embeddings, random_state)
     raise AssertionError(strategy)  # every name in STRATEGIES is handled above
 
 
 def select_batch(
     strategy: str,
     k: int,
-    probs: np.ndarray | None = None,
-    embeddings: np.ndarray | None = None,
+    pool: BatchScores,
     labeled_embeddings: np.ndarray | None = None,
     *,
     n_labeled: int | None = None,
@@ -91,17 +105,18 @@ def select_batch(
 ) -> np.ndarray:
     """Indices of k pool images to label next, best first.
 
-    probs: `(n, classes)` or `(n, classes, samples)` for the pool (not needed by random,
-    coreset or typiclust). embeddings: `(n, dim)` for the pool; labeled_embeddings: the
-    labeled images' embeddings (coreset and typiclust avoid what is covered). With fewer
-    than `cold_start_labels` labels (None: one per class) model-based strategies switch to
+    pool: the unlabeled pool's scores, embeddings `(n, dim)`, predicted classes and (for
+    badge) gradient embeddings, as a kind's scoring keeps them; random needs none of them,
+    coreset and typiclust only the embeddings. labeled_embeddings: the labeled images'
+    embeddings (coreset and typiclust avoid what is covered). With fewer than
+    `cold_start_labels` labels (None: one per class) model-based strategies switch to
     typiclust; the label count is `n_labeled`, else the rows of labeled_embeddings, and
     without either there is no switch. `balance` applies the class-balance guard
     (None: on for strategies that have it built in). `candidates`: cluster-margin clusters
     the `candidates * k` most uncertain images.
     """
     _check_strategy(strategy)
-    n = len(probs) if probs is not None else len(embeddings) if embeddings is not None else 0
+    n = len(pool)
     k = min(k, n)
     if k <= 0:
         return np.empty(0, dtype=np.intp)
@@ -112,32 +127,32 @@ def select_batch(
     if n_labeled is None and labeled_embeddings is not None:
         n_labeled = len(labeled_embeddings)
     if cold_start_labels is None:
-        cold_start_labels = as_samples(probs).shape[1] if probs is not None else 1
+        cold_start_labels = pool.n_classes or 1
     if n_labeled is not None and n_labeled < cold_start_labels:
         strategy = "typiclust"
-    if strategy in NEEDS_EMBEDDINGS and embeddings is None:
+    if strategy in NEEDS_EMBEDDINGS and pool.embeddings is None:
         raise ValueError(f"strategy {strategy!r} needs the pool's embeddings; none were given.")
-    if strategy != "typiclust" and strategy != "coreset" and probs is None:
-        raise ValueError(f"strategy {strategy!r} needs the pool's probabilities; none were given.")
-    if strategy in NEEDS_SAMPLES and as_samples(probs).shape[2] < 2:
+    if strategy == "badge" and pool.gradients is None:
+        raise ValueError(
+            "strategy 'badge' needs the pool's gradient embeddings: score it with gradients."
+        )
+    has_scores = "margin" in pool.scores
+    if strategy != "typiclust" and strategy != "coreset" and not has_scores:
+        raise ValueError(f"strategy {strategy!r} needs the pool's scores; none were given.")
+    if strategy in NEEDS_SAMPLES and strategy not in pool.scores:
         raise ValueError(
             f"strategy {strategy!r} needs Monte-Carlo samples (n, classes, T >= 2): "
-            "score the pool with alpha.strategies.mc.mc_dropout."
+            "score the pool with Monte-Carlo dropout (samples >= 2)."
         )
     if balance is None:
         balance = strategy in BALANCED_BY_DEFAULT
-    if not balance or probs is None:
-        return _ranking(
-            strategy, k, probs, embeddings, labeled_embeddings, random_state, candidates
-        )[:k]
-    predicted = mean_probs(probs).argmax(axis=1)
+    if not balance or not has_scores or pool.predicted is None:
+        return _ranking(strategy, k, pool, labeled_embeddings, random_state, candidates)[:k]
     # Greedy diversity strategies pick exactly what they are asked for: ask for more so the
     # guard has room to choose (cluster-margin's k clusters are its design, so not it), then
     # go on through the rest of the pool in margin order.
     wider = k if strategy == "cluster_margin" else min(n, 3 * k)
-    ranking = _ranking(
-        strategy, wider, probs, embeddings, labeled_embeddings, random_state, candidates
-    )
-    rest = top_k(margin(probs), n)
+    ranking = _ranking(strategy, wider, pool, labeled_embeddings, random_state, candidates)
+    rest = top_k(pool.scores["margin"], n)
     ranking = np.concatenate([ranking, rest[~np.isin(rest, ranking)]])
-    return class_balanced(ranking, predicted, k, n_classes=mean_probs(probs).shape[1])
+    return class_balanced(ranking, pool.predicted, k, n_classes=pool.n_classes)

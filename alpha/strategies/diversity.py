@@ -14,7 +14,7 @@ from sklearn.cluster import KMeans
 from sklearn.metrics import pairwise_distances, pairwise_distances_argmin_min
 from sklearn.metrics.pairwise import euclidean_distances
 
-from alpha.strategies.measures import margin, mean_probs
+from alpha.strategies.measures import mean_probs
 
 DEFAULT_CANDIDATES = 10
 """cluster_margin clusters this many times k of the most uncertain images."""
@@ -103,17 +103,16 @@ def gradient_embeddings(probs: np.ndarray, embeddings: np.ndarray) -> np.ndarray
     return grads.reshape(len(probs), -1)
 
 
-def badge(
-    probs: np.ndarray, embeddings: np.ndarray, k: int, random_state: int = 0
-) -> np.ndarray:
-    """BADGE (Ash et al. 2020): k-means++ seeding on gradient embeddings.
+def badge(grads: np.ndarray, k: int, random_state: int = 0) -> np.ndarray:
+    """BADGE (Ash et al. 2020): k-means++ seeding on gradient embeddings `(n, d')` (see
+    `gradient_embeddings`; a kind computes them batch by batch).
 
     Plain D^2 sampling as in the paper: the first pick is the largest gradient (the most
     uncertain image) and each next one is drawn with probability proportional to its squared
     distance from the nearest pick, so a picked image (distance 0) is never drawn again and
     near-duplicates are unlikely.
     """
-    grads = gradient_embeddings(probs, embeddings)
+    grads = np.asarray(grads, dtype=np.float32)
     n = len(grads)
     k = min(k, n)
     if k <= 0:
@@ -135,7 +134,7 @@ def badge(
 
 
 def cluster_margin(
-    probs: np.ndarray,
+    scores: np.ndarray,
     embeddings: np.ndarray,
     k: int,
     candidates: int = DEFAULT_CANDIDATES,
@@ -143,12 +142,13 @@ def cluster_margin(
 ) -> np.ndarray:
     """Margin with k-means diversity (Zhdanov 2019; cf. Citovsky et al. 2021).
 
-    Take the `candidates * k` images of smallest margin, cluster their embeddings into k
+    `scores` are the pool's margin scores `(n,)` (higher = closer to a border). Take the
+    `candidates * k` images of smallest margin, cluster their embeddings into k
     groups with k-means weighted by uncertainty, and take the image nearest each center:
     every pick is near a decision border, and no two come from the same region. Returned
     most uncertain first.
     """
-    scores = margin(probs)
+    scores = np.asarray(scores, dtype=np.float64)
     embeddings = _check_embeddings(embeddings, len(scores))
     k = min(k, len(scores))
     if k <= 0:

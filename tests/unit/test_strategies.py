@@ -2,9 +2,11 @@ import numpy as np
 import pytest
 import torch
 
+from alpha.kinds.mc import ensemble, mc_dropout
 from alpha.strategies import (
     MEASURES,
     STRATEGIES,
+    BatchScores,
     badge,
     bald,
     class_balanced,
@@ -22,7 +24,12 @@ from alpha.strategies import (
     typiclust,
     variation_ratio,
 )
-from alpha.strategies.mc import ensemble, mc_dropout
+
+
+def _pool(probs: np.ndarray, embeddings: np.ndarray | None = None) -> BatchScores:
+    """The pool as a kind's scoring keeps it (gradient embeddings whenever embeddings are)."""
+    return BatchScores.from_probs(probs, embeddings, gradients=embeddings is not None)
+
 
 PROBS = np.array([[0.9, 0.05, 0.05], [0.5, 0.4, 0.1], [0.4, 0.3, 0.3]])
 
@@ -105,7 +112,7 @@ def test_diversity_never_picks_the_same_image_twice(strategy, random_state):
     probs, embeddings, image_of = _duplicated_pool()
     labeled = embeddings[:3]
     picked = select_batch(
-        strategy, 12, probs, embeddings, labeled, balance=False, random_state=random_state
+        strategy, 12, _pool(probs, embeddings), labeled, balance=False, random_state=random_state
     )
     assert len(picked) == 12
     assert len(set(picked.tolist())) == 12
@@ -122,9 +129,9 @@ def test_badge_starts_from_the_largest_gradient():
     probs, embeddings, _ = _duplicated_pool(copies=1)
     grads = gradient_embeddings(probs, embeddings)
     assert grads.shape == (40, 4 * 6)
-    picked = badge(probs, embeddings, 5, random_state=0)
+    picked = badge(grads, 5, random_state=0)
     assert picked[0] == int(np.argmax((grads**2).sum(axis=1)))
-    np.testing.assert_array_equal(picked, badge(probs, embeddings, 5, random_state=0))
+    np.testing.assert_array_equal(picked, badge(grads, 5, random_state=0))
 
 
 def test_cluster_margin_takes_uncertain_images_from_different_clusters():
@@ -133,7 +140,7 @@ def test_cluster_margin_takes_uncertain_images_from_different_clusters():
     embeddings = np.concatenate([c + rng.normal(size=(30, 2)) for c in centers])
     probs = np.tile([0.5, 0.45, 0.05], (90, 1))  # everything equally uncertain
     probs[::2] = [0.98, 0.01, 0.01]  # half of each blob is sure
-    picked = cluster_margin(probs, embeddings.astype(np.float32), 3, candidates=20)
+    picked = cluster_margin(margin(probs), embeddings.astype(np.float32), 3, candidates=20)
     assert sorted(picked // 30) == [0, 1, 2]  # one per blob
     assert (picked % 2 == 1).all()  # and only uncertain ones
 
@@ -178,11 +185,11 @@ def test_balanced_strategies_do_not_collapse_onto_one_class(strategy):
     probs[unsure] = np.full(classes, 0.02)
     probs[unsure, 3], probs[unsure, 4] = 0.41, 0.41
     embeddings = rng.normal(size=(n, 8)).astype(np.float32)
-    picked = select_batch(strategy, k, probs, embeddings, random_state=0)
+    picked = select_batch(strategy, k, _pool(probs, embeddings), random_state=0)
     counts = np.bincount(probs[picked].argmax(axis=1), minlength=classes)
     assert len(set(picked.tolist())) == k
     assert counts.max() <= class_cap(k, classes)
-    plain = select_batch("margin", k, probs)
+    plain = select_batch("margin", k, _pool(probs))
     assert np.bincount(probs[plain].argmax(axis=1), minlength=classes).max() > class_cap(
         k, classes
     )
@@ -198,36 +205,37 @@ def test_every_strategy_returns_k_distinct_indices(strategy):
     rng = np.random.default_rng(0)
     probs = rng.dirichlet(np.ones(5), size=(60, 4)).transpose(0, 2, 1)
     embeddings = rng.normal(size=(60, 7)).astype(np.float32)
-    picked = select_batch(strategy, 9, probs, embeddings, embeddings[:6], random_state=0)
+    picked = select_batch(strategy, 9, _pool(probs, embeddings), embeddings[:6], random_state=0)
     assert picked.dtype == np.intp and len(set(picked.tolist())) == 9
     assert ((picked >= 0) & (picked < 60)).all()
-    assert strategy_score(strategy, probs).shape == (60,)
+    assert strategy_score(strategy, _pool(probs)).shape == (60,)
 
 
 def test_select_batch_small_pool_and_zero_k():
     probs = np.full((3, 2), 0.5)
-    assert len(select_batch("margin", 10, probs)) == 3
-    assert len(select_batch("margin", 0, probs)) == 0
+    assert len(select_batch("margin", 10, _pool(probs))) == 3
+    assert len(select_batch("margin", 0, _pool(probs))) == 0
 
 
 def test_cold_start_switches_to_typicality():
     rng = np.random.default_rng(0)
     probs = rng.dirichlet(np.ones(3), size=80)
     embeddings = rng.normal(size=(80, 4)).astype(np.float32)
-    cold = select_batch("margin", 5, probs, embeddings, n_labeled=2, cold_start_labels=10)
+    pool = _pool(probs, embeddings)
+    cold = select_batch("margin", 5, pool, n_labeled=2, cold_start_labels=10)
     np.testing.assert_array_equal(cold, typiclust(embeddings, 5))
-    warm = select_batch("margin", 5, probs, embeddings, n_labeled=20, cold_start_labels=10)
+    warm = select_batch("margin", 5, pool, n_labeled=20, cold_start_labels=10)
     np.testing.assert_array_equal(warm, top_k(margin(probs), 5))
 
 
 def test_select_batch_says_what_is_missing():
     probs = np.full((4, 2), 0.5)
     with pytest.raises(ValueError, match="Unknown selection strategy"):
-        select_batch("smartest", 2, probs)
+        select_batch("smartest", 2, _pool(probs))
     with pytest.raises(ValueError, match="needs the pool's embeddings"):
-        select_batch("badge", 2, probs)
+        select_batch("badge", 2, _pool(probs))
     with pytest.raises(ValueError, match="Monte-Carlo samples"):
-        select_batch("bald", 2, probs)
+        select_batch("bald", 2, _pool(probs))
 
 
 # ---- Monte-Carlo dropout -----------------------------------------------------------------
@@ -274,9 +282,9 @@ def test_cold_start_by_default_below_one_label_per_class():
     rng = np.random.default_rng(0)
     probs = rng.dirichlet(np.ones(4), size=50)
     embeddings = rng.normal(size=(50, 3)).astype(np.float32)
-    few = select_batch("margin", 5, probs, embeddings, embeddings[:3])
+    few = select_batch("margin", 5, _pool(probs, embeddings), embeddings[:3])
     np.testing.assert_array_equal(few, typiclust(embeddings, 5, embeddings[:3]))
-    enough = select_batch("margin", 5, probs, embeddings, embeddings[:4])
+    enough = select_batch("margin", 5, _pool(probs, embeddings), embeddings[:4])
     np.testing.assert_array_equal(enough, top_k(margin(probs), 5))
-    no_model = select_batch("badge", 5, embeddings=embeddings, n_labeled=0)
+    no_model = select_batch("badge", 5, BatchScores(embeddings=embeddings), n_labeled=0)
     np.testing.assert_array_equal(no_model, typiclust(embeddings, 5))

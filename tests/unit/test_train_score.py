@@ -110,11 +110,14 @@ def test_train_then_score(store, settings, project):
     assert scores.keys == [store.image_key(f"pool/{i:02d}.png") for i in range(20)
                            if store.image_id_for(store.image_key(f"pool/{i:02d}.png"))
                            in scores.image_ids]
-    assert scores.probs.shape == (15, 3) and scores.probs.dtype == np.float64
-    np.testing.assert_allclose(scores.probs.sum(axis=1), 1.0)
+    pool = scores.scores  # reduced per image: no probabilities are kept
+    assert set(pool.scores) == {"least_confidence", "margin", "entropy", "variation_ratio"}
+    assert all(v.shape == (15,) and v.dtype == np.float64 for v in pool.scores.values())
+    assert ((pool.confidence >= 1 / 3) & (pool.confidence <= 1)).all()
+    np.testing.assert_allclose(pool.scores["least_confidence"], 1 - pool.confidence)
     assert len(scores.skipped) == 1 and "'proj/images/pool/zz_corrupt.jpg'" in scores.skipped[0]
 
-    predicted = [LABELS[p] for p in scores.probs.argmax(axis=1)]
+    predicted = [LABELS[p] for p in pool.predicted]
     truth = [project["pool"][i] for i in scores.image_ids]
     assert np.mean([p == t for p, t in zip(predicted, truth, strict=True)]) > 0.6
     assert scores.embeddings.shape == (15, loaded.model.embedding_dim)
@@ -126,19 +129,20 @@ def test_score_with_mc_samples_and_only_some_images(store, settings, project):
     loaded = load_model(store)
     wanted = sorted(project["pool"])[:7]
     one = score_pool(store, loaded, settings, include=wanted)
-    assert sorted(one.image_ids) == wanted and one.probs.shape == (7, 3)
+    assert sorted(one.image_ids) == wanted and one.scores.scores["margin"].shape == (7,)
+    assert "bald" not in one.scores.scores
 
     settings.loop.score_batch_size = 3  # several batches must share the same dropout masks
     mc = score_pool(store, loaded, settings, include=wanted, mc_samples=5)
-    assert mc.image_ids == one.image_ids and mc.probs.shape == (7, 3, 5)
-    np.testing.assert_allclose(mc.probs.sum(axis=1), 1.0)
+    assert mc.image_ids == one.image_ids and mc.scores.scores["bald"].shape == (7,)
     np.testing.assert_allclose(mc.embeddings, one.embeddings, rtol=1e-5, atol=1e-6)
-    assert np.ptp(mc.probs, axis=2).max() > 0  # the samples differ: dropout really sampled
+    assert mc.scores.scores["bald"].max() > 0  # the samples differ: dropout really sampled
     again = score_pool(store, loaded, settings, include=wanted, mc_samples=5)
-    np.testing.assert_array_equal(again.probs, mc.probs)  # seeded: a re-run scores the same
+    for name, values in mc.scores.scores.items():  # seeded: a re-run scores the same
+        np.testing.assert_array_equal(again.scores.scores[name], values)
 
     none = score_pool(store, loaded, settings, include=[], mc_samples=5)
-    assert none.image_ids == [] and none.probs.shape == (0, 3, 5)
+    assert none.image_ids == [] and len(none.scores) == 0
 
 
 def test_default_version_and_latest_moves(store, settings, project):

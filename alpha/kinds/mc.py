@@ -9,7 +9,7 @@ by every image (one mask per layer, as in Gal's weight-sampling view) rather tha
 mask per image: the per-image distribution is the same, every image is scored by the same T
 networks, and drawing T masks instead of T x n makes the random numbers, which dominate
 the dense layers' cost on CPU, nearly free. The model must expose `features`, `embedding`
-and `head` (as `alpha.kinds.classification.SmallCNN` does).
+and `head` (as the classification kind's SmallCNN does).
 
 Outputs use baal's layout `(n, classes, samples)` with temperature-scaled softmax, so the
 measures in `alpha.strategies.measures` and baal's heuristics read them alike.
