@@ -1,10 +1,13 @@
-"""Copy a folder of images, and optionally a CSV of known labels, into the bucket.
+"""Copy a folder of images, and optionally known labels (a CSV, or mask PNGs), into the bucket.
 
-The known labels become the seed set; every other image is the unlabeled pool. A bad image or
-a bad CSV row is reported by name and skipped: one broken file never stops the rest. Re-running
-is safe: keys are stable, an image already uploaded with the same bytes is not sent again, one
-with other bytes under the same name is refused rather than swapped under its labels, and a
-seed label never overwrites a label that came from Label Studio.
+The known labels become the seed set; every other image is the unlabeled pool. For
+classification they come from a CSV (`filename,label`); for a mask kind (semantic
+segmentation) from a folder of mask PNGs mirroring the image folder (images/a/b.jpg <->
+masks/a/b.png). A bad image, a bad CSV row or a bad mask is reported by name and skipped: one
+broken file never stops the rest. Re-running is safe: keys are stable, an image already
+uploaded with the same bytes is not sent again, one with other bytes under the same name is
+refused rather than swapped under its labels, an unchanged seed mask is not written again, and
+a seed label never overwrites a label that came from Label Studio.
 """
 
 from __future__ import annotations
@@ -16,9 +19,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from alpha.config import Settings
-from alpha.errors import AlphaError, ImageError
+from alpha.errors import AlphaError, AnnotationError, ConfigError, ImageError
 from alpha.images import CONTENT_TYPES, check_image_bytes
+from alpha.masks import decode_mask_png
 from alpha.records import LabelRecord, read_record, upsert_record
 from alpha.store import IMAGE_SUFFIXES, Store
 
@@ -171,16 +177,19 @@ def _others(group: list[str], name: str) -> str:
     return ", ".join(ascii(other) for other in group if other != name)
 
 
-def _upload_one(store: Store, folder: Path, name: str, key: str, existing: dict[str, dict]
-                ) -> str | None:
-    """Upload one image; return "present", or a problem message instead of raising."""
+def _upload_one(store: Store, folder: Path, name: str, key: str, existing: dict[str, dict],
+                sizes: dict[str, tuple[int, int]] | None = None) -> str | None:
+    """Upload one image; return "present", or a problem message instead of raising. Its
+    (width, height) goes into `sizes` when given."""
     try:
         data = (folder / name).read_bytes()
-        image_format, _ = check_image_bytes(data, name)
+        image_format, size = check_image_bytes(data, name)
     except ImageError as error:
         return str(error)
     except OSError as error:
         return f"Image {name!r} cannot be read ({error.strerror}): fix or remove it."
+    if sizes is not None:
+        sizes[name] = size
     entry = existing.get(key)
     if entry is not None:
         if _same_bytes(store, entry, data):
@@ -204,29 +213,50 @@ def _same_bytes(store: Store, entry: dict, data: bytes) -> bool:
 
 
 def ingest_folder(
-    store: Store, settings: Settings, folder: Path, labels_csv: Path | None = None
+    store: Store, settings: Settings, folder: Path, labels_csv: Path | None = None,
+    masks: Path | None = None,
 ) -> IngestReport:
     """Upload every readable image, then the seed label records for the ones that made it.
 
     The label CSV is read first, so a file that cannot be parsed stops the ingest before any
-    upload; its bad rows, like bad images, are reported and skipped.
+    upload; its bad rows, like bad images, are reported and skipped. `masks` (mask kinds
+    only) is a folder of mask PNGs, one per labeled image at the same relative path (see
+    `_write_seed_masks`); images without one are the pool.
     """
     folder = Path(folder)
     if not folder.is_dir():
         raise AlphaError(f"Image folder {folder} does not exist: give a folder of PNG/JPEG files.")
+    mask_kind = settings.task.kind != "classification"
+    if masks is not None and not mask_kind:
+        raise ConfigError(
+            f"Masks ({masks}) label every pixel, but task.kind is 'classification', which "
+            "labels whole images: set task.kind = \"semantic\", or give the labels as a CSV "
+            "(--labels) instead of --masks."
+        )
+    if labels_csv is not None and mask_kind:
+        raise ConfigError(
+            f"A label CSV ({labels_csv}) gives one class per image, but task.kind is "
+            f"{settings.task.kind!r}, which labels pixels: give the seed labels as mask PNGs "
+            "(--masks) instead of --labels."
+        )
     known: dict[str, str] = {}
     report = IngestReport()
     if labels_csv is not None:
         known, problems = read_label_csv(Path(labels_csv), settings.task.labels)
         report.problems.extend(problems)
-    store.ensure_bucket()
     names = find_images(folder)
+    mask_files: dict[str, str] = {}
+    if masks is not None:
+        names, mask_files, problems = _pair_masks(folder, Path(masks), names)
+        report.problems.extend(problems)
+    store.ensure_bucket()
     existing = {entry["Key"]: entry for entry in store.list_entries("images/")}
     planned, problems = _plan(store, names, existing)
     report.problems.extend(problems)
+    sizes: dict[str, tuple[int, int]] = {}
     with ThreadPoolExecutor(max_workers=16) as pool:
         outcomes = list(pool.map(
-            lambda item: _upload_one(store, folder, *item, existing), planned.items()))
+            lambda item: _upload_one(store, folder, *item, existing, sizes), planned.items()))
     ingested: dict[str, str] = {}  # NFC name -> key
     for (name, key), outcome in zip(planned.items(), outcomes, strict=True):
         if outcome is None:
@@ -239,6 +269,9 @@ def ingest_folder(
         ingested[unicodedata.normalize("NFC", name)] = key
     if known:
         _write_seed_labels(store, known, ingested, names, Path(labels_csv or ""), folder, report)
+    if mask_files:
+        _write_seed_masks(store, settings, Path(masks or ""), mask_files, ingested, sizes,
+                          report)
     return report
 
 
@@ -272,4 +305,136 @@ def _write_seed_labels(store: Store, known: dict[str, str], ingested: dict[str, 
         record = LabelRecord(image_id=image_id, image_key=key, status="labeled", label=label,
                              source="seed")
         if upsert_record(store, record, old):
+            report.seed_labels += 1
+
+
+# ---- seed masks (mask kinds) ----------------------------------------------------------------
+def _pair_masks(folder: Path, masks: Path, names: list[str]
+                ) -> tuple[list[str], dict[str, str], list[str]]:
+    """(image names, {image name: mask name}, problems): each image is paired with the mask
+    at its relative path with a .png suffix. A mask whose path matches no image, or two
+    images that would share one mask (a/b.jpg and a/b.png), is reported and not used. Mask
+    files inside the image folder (`--masks images/masks`) are not taken for images."""
+    if not masks.is_dir():
+        raise AlphaError(f"Mask folder {masks} does not exist: give a folder of mask PNGs "
+                         "named like the images (images/a/b.jpg <-> masks/a/b.png).")
+    if masks.resolve() == folder.resolve():
+        raise AlphaError(f"The mask folder is the image folder ({folder}): keep the masks in a "
+                         "folder of their own, with the same relative paths as the images.")
+    mask_names = find_images(masks)
+    if masks.resolve().is_relative_to(folder.resolve()):  # images/ and images/masks/
+        below = masks.resolve().relative_to(folder.resolve()).as_posix() + "/"
+        names = [name for name in names if not name.startswith(below)]
+    elif folder.resolve().is_relative_to(masks.resolve()):  # data/ and data/images/
+        below = folder.resolve().relative_to(masks.resolve()).as_posix() + "/"
+        mask_names = [name for name in mask_names if not name.startswith(below)]
+    problems: list[str] = []
+    by_stem: dict[str, list[str]] = {}
+    for name in mask_names:
+        stem = unicodedata.normalize("NFC", name).rsplit(".", 1)[0]
+        by_stem.setdefault(stem, []).append(name)
+    images_by_stem: dict[str, list[str]] = {}
+    for name in names:
+        stem = unicodedata.normalize("NFC", name).rsplit(".", 1)[0]
+        images_by_stem.setdefault(stem, []).append(name)
+    by_case: dict[str, list[str]] = {}
+    for stem in images_by_stem:
+        by_case.setdefault(stem.casefold(), []).append(stem)
+    paired: dict[str, str] = {}
+    for stem, group in sorted(by_stem.items()):
+        images = images_by_stem.get(stem, [])
+        if len(group) > 1:
+            problems.append(f"Masks {', '.join(map(repr, group))} in {masks} are all for the "
+                            f"image {stem!r}: keep one (a PNG); until then the image is "
+                            "ingested unlabeled.")
+        elif not images:
+            similar = by_case.get(stem.casefold(), [])
+            hint = (f" (did you mean {images_by_stem[similar[0]][0]!r}?)"
+                    if len(similar) == 1 else "")
+            problems.append(f"Mask {group[0]!r} in {masks} has no image {stem}.png/.jpg in "
+                            f"{folder}{hint}: name it like its image (images/a/b.jpg <-> "
+                            "masks/a/b.png) or add the image.")
+        elif len(images) > 1:
+            problems.append(f"Mask {group[0]!r} could be for any of the images "
+                            f"{', '.join(map(repr, images))}: rename all but one of them, so "
+                            "that each mask names one image; they are ingested unlabeled.")
+        else:
+            paired[images[0]] = group[0]
+    return names, paired, problems
+
+
+def read_seed_mask(path: Path, name: str, image_size: tuple[int, int], labels: list[str],
+                   ignore_index: int = 255) -> np.ndarray:
+    """The mask at `path` as stored: uint8 `(H, W)` class indices, `ignore_index` (and 255)
+    as 255 (unlabelled). AnnotationError naming `name` and what to do when it is not a
+    single-channel PNG of `image_size` (width, height) holding class indices of `labels`."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as header:  # the size first: a bomb is never decoded
+            width, height = header.size
+    except Exception as error:  # Pillow raises many types for hostile input
+        raise AnnotationError(f"Mask {name!r} cannot be read ({type(error).__name__}: "
+                              f"{error}): save it as a single-channel PNG of class "
+                              "indices.") from None
+    if (width, height) != tuple(image_size):
+        raise AnnotationError(
+            f"Mask {name!r} is {width}x{height} pixels but its image is "
+            f"{image_size[0]}x{image_size[1]}: a mask must be at its image's own size (resize "
+            "it with nearest-neighbour, never smoothly: that blends class indices).")
+    try:
+        mask = decode_mask_png(path.read_bytes(), name)
+    except OSError as error:
+        raise AnnotationError(f"Mask {name!r} cannot be read ({error.strerror or error}): "
+                              "fix or remove it.") from None
+    unlabelled = (mask == ignore_index) | (mask == 255)
+    bad = np.unique(mask[~unlabelled & (mask >= len(labels))])
+    if bad.size:
+        shown = ", ".join(str(int(v)) for v in bad[:5]) + (", ..." if bad.size > 5 else "")
+        raise AnnotationError(
+            f"Mask {name!r} holds class {'index' if bad.size == 1 else 'indices'} {shown}, "
+            f"but task.labels has {len(labels)} classes (0..{len(labels) - 1}; "
+            f"{ignore_index} = unlabelled): fix the mask, or add the missing classes to "
+            "task.labels (in index order).")
+    if unlabelled.all():
+        raise AnnotationError(f"Mask {name!r} has no labeled pixel (all are {ignore_index}, "
+                              "unlabelled): label some pixels, or delete the mask to leave "
+                              "its image in the pool.")
+    return np.where(unlabelled, 255, mask).astype(np.uint8)
+
+
+def _write_seed_masks(store: Store, settings: Settings, masks: Path, paired: dict[str, str],
+                      ingested: dict[str, str], sizes: dict[str, tuple[int, int]],
+                      report: IngestReport) -> None:
+    """A seed record with its mask PNG for each paired image that is in the bucket now; a
+    problem naming the mask for the others (the image stays, unlabeled). A person's label
+    from Label Studio always wins over a seed mask; an unchanged one is not written again."""
+    labels = settings.task.labels
+    ignore_index = int(getattr(settings.task.options, "ignore_index", 255))
+
+    def write_one(image_name: str, mask_name: str) -> str | bool:
+        key = ingested.get(unicodedata.normalize("NFC", image_name))
+        if key is None:
+            return (f"Mask {mask_name!r}: its image {image_name!r} was not ingested (see the "
+                    "problem reported for it), so the mask is not recorded: fix the image "
+                    "and ingest again.")
+        try:
+            mask = read_seed_mask(masks / mask_name, mask_name, sizes[image_name], labels,
+                                  ignore_index)
+        except AnnotationError as error:
+            return f"{error} {image_name!r} is ingested unlabeled."
+        image_id = store.image_id_for(key)
+        old = read_record(store, image_id)
+        if old is not None and old.source != "seed":
+            return False  # a person's label from Label Studio wins over the seed mask
+        record = LabelRecord(image_id=image_id, image_key=key, status="labeled",
+                             source="seed")
+        return upsert_record(store, record, old, mask=mask)
+
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        outcomes = list(pool.map(lambda item: write_one(*item), paired.items()))
+    for outcome in outcomes:
+        if isinstance(outcome, str):
+            report.problems.append(outcome)
+        elif outcome:
             report.seed_labels += 1
