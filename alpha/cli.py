@@ -99,14 +99,19 @@ def ingest(
     labels: Annotated[
         Path | None, typer.Option(help="CSV of known labels: filename,label (the seed set).")
     ] = None,
+    masks: Annotated[
+        Path | None, typer.Option(help="Folder of known masks (segmentation): single-channel "
+                                  "PNGs of class indices named like the images "
+                                  "(images/a/b.jpg <-> masks/a/b.png); the seed set.")
+    ] = None,
     config: ConfigOption = None,
 ) -> None:
-    """Copy a folder of images (and known labels) into the bucket."""
+    """Copy a folder of images (and known labels or masks) into the bucket."""
     from alpha.ingest import ingest_folder
     from alpha.store import Store
 
     settings = _settings(config)
-    report = ingest_folder(Store.from_settings(settings), settings, path, labels)
+    report = ingest_folder(Store.from_settings(settings), settings, path, labels, masks=masks)
     console.print(report.summary(), highlight=False)
     for problem in report.problems:
         err_console.print(f"[yellow]skipped:[/] {problem}", highlight=False)
@@ -193,13 +198,19 @@ def demo(
     simulate_rounds: Annotated[
         int, typer.Option(help="Rounds to run with the simulated annotator (0 = one real round).")
     ] = 0,
-    pool: Annotated[int, typer.Option(help="Unlabeled images in the pool.")] = 3000,
-    seed_labels: Annotated[int, typer.Option(help="Known labels to start from.")] = 300,
+    pool: Annotated[int | None, typer.Option(
+        help="Unlabeled images in the pool (default: 3000; 300 for segmentation).")] = None,
+    seed_labels: Annotated[int | None, typer.Option(
+        help="Known labels to start from (default: 300; 20 for segmentation).")] = None,
+    kind: Annotated[str, typer.Option(
+        help="Task kind: classification (Fashion-MNIST) or semantic (garment scenes with "
+             "masks).")] = "classification",
 ) -> None:
     """Set up a real dataset, run the loop, and print where to label."""
     from alpha.demo import run_demo
 
-    run_demo(console, simulate_rounds=simulate_rounds, pool_size=pool, seed_size=seed_labels)
+    run_demo(console, simulate_rounds=simulate_rounds, pool_size=pool, seed_size=seed_labels,
+             kind=kind)
 
 
 def main() -> None:  # pragma: no cover - console entry point

@@ -3,13 +3,16 @@
 Without simulation it ingests a seed set and a pool, runs one round on the Prefect server, and
 tells a person where to label. With `simulate_rounds` it closes the loop with the *simulated*
 annotator (ground truth from the dataset) and compares alpha's selection with random
-selection on the same data, evaluated on the dataset's own test split.
+selection on the same data, evaluated on the dataset's own test split. `kind` picks the task:
+classification (Fashion-MNIST) or semantic segmentation (garments composed into scenes with
+exact masks).
 """
 
 from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -17,15 +20,44 @@ from rich.console import Console
 from rich.table import Table
 
 from alpha.config import alpha_home
-from alpha.datasets import Dataset, load_demo_dataset, write_png_folder
+from alpha.datasets import (
+    Dataset,
+    SegmentationDataset,
+    compose_scene_splits,
+    load_demo_dataset,
+    write_png_folder,
+    write_segmentation_folder,
+)
+from alpha.errors import AlphaError
 from alpha.kinds import get_kind
+from alpha.kinds.base import Target
+from alpha.store import image_id_from_key
 from alpha.strategies import DEFAULT_STRATEGY
 
 TEST_IMAGES = 2000
+SCENE_SIZE = (64, 64)  # (width, height) of the composed segmentation scenes
+SCENE_TEST_IMAGES = 200
 
 
 def _toml_list(values: list[str]) -> str:
     return "[" + ", ".join(json.dumps(v) for v in values) + "]"
+
+
+@dataclass
+class DemoData:
+    """A demo dataset written to a folder: what ingest reads (images, and a seed CSV or
+    seed masks), the pool's ground truth for the simulated annotator, a test split, and the
+    task and training settings it runs with."""
+
+    name: str
+    kind: str
+    labels: list[str]
+    truth: dict[str, str | Target]
+    test_images: np.ndarray  # float32 (n, C, H, W) in [0, 1]
+    test_targets: np.ndarray  # (n,) class indices or (n, H, W) masks
+    seed_csv: Path | None
+    seed_masks: Path | None
+    settings_toml: str  # the [train] and [loop] sections
 
 
 def prepare_demo_data(
@@ -41,59 +73,105 @@ def prepare_demo_data(
         handle.write("filename,label\n")
         handle.writelines(f"{n},{lab}\n" for n, lab in zip(names[:seed_size], labels[:seed_size],
                                                            strict=True))
-    from alpha.store import image_id_from_key
-
     return {image_id_from_key(n): lab for n, lab in
             zip(names[seed_size:], labels[seed_size:], strict=True)}
 
 
-def write_demo_config(path: Path, dataset: Dataset, prefix: str, title: str, strategy: str) -> Path:
+def classification_demo(folder: Path, pool_size: int, seed_size: int) -> DemoData:
+    dataset = load_demo_dataset()
+    truth = prepare_demo_data(dataset, folder, pool_size, seed_size)
+    return DemoData(
+        name=dataset.name, kind="classification", labels=dataset.labels, truth=dict(truth),
+        test_images=dataset.test_images[:TEST_IMAGES, None].astype(np.float32) / 255.0,
+        test_targets=dataset.test_targets[:TEST_IMAGES], seed_csv=folder / "seed.csv",
+        seed_masks=None,
+        settings_toml=f"[train]\nimage_size = {dataset.image_size}\nchannels = 1\nepochs = 15\n\n"
+                      "[loop]\nbatch_size = 100\n",
+    )
+
+
+def semantic_demo(folder: Path, pool_size: int, seed_size: int) -> DemoData:
+    """Fashion-MNIST garments composed on textured backgrounds, with exact masks: the seed
+    set's masks are ingested, the pool's are the simulated annotator's ground truth."""
+    scenes = compose_scene_splits(seed_size + pool_size, SCENE_TEST_IMAGES, size=SCENE_SIZE)
+    names = [f"scene-{i:05d}.png" for i in range(len(scenes))]
+    seed = SegmentationDataset(scenes.name, scenes.labels, scenes.images[:seed_size],
+                               scenes.masks[:seed_size])
+    write_segmentation_folder(folder, seed, names[:seed_size])
+    write_png_folder(folder / "images", scenes.images[seed_size:], names[seed_size:])
+    truth: dict[str, str | Target] = {
+        image_id_from_key(name): Target(mask=mask)
+        for name, mask in zip(names[seed_size:], scenes.masks[seed_size:], strict=True)}
+    assert scenes.test_images is not None and scenes.test_masks is not None
+    width, height = SCENE_SIZE
+    return DemoData(
+        name="scenes", kind="semantic", labels=scenes.labels, truth=truth,
+        test_images=scenes.test_images[:, None].astype(np.float32) / 255.0,
+        test_targets=scenes.test_masks.astype(np.int64), seed_csv=None,
+        seed_masks=folder / "masks",
+        settings_toml=f"[train]\nimage_size = {width}\nimage_height = {height}\nchannels = 1\n"
+                      "epochs = 30\nmin_steps = 150\nbatch_size = 16\n\n"
+                      "[loop]\nbatch_size = 20\n",
+    )
+
+
+DEMOS = {"classification": classification_demo, "semantic": semantic_demo}
+DEFAULT_SIZES = {"classification": (3000, 300), "semantic": (300, 20)}
+"""(pool, seed labels) per kind when the command line gives none."""
+
+
+def write_demo_config(path: Path, data: DemoData, prefix: str, title: str, strategy: str) -> Path:
     path.write_text(
         f'[s3]\nprefix = "{prefix}"\n\n'
         f"[labelstudio]\nproject_title = {json.dumps(title)}\n\n"
-        f'[task]\nkind = "classification"\nlabels = {_toml_list(dataset.labels)}\n\n'
-        f"[train]\nimage_size = {dataset.image_size}\nchannels = 1\nepochs = 15\n\n"
-        f'[loop]\nbatch_size = 100\nstrategy = "{strategy}"\n'
+        f'[task]\nkind = "{data.kind}"\nlabels = {_toml_list(data.labels)}\n\n'
+        f'{data.settings_toml}strategy = "{strategy}"\n'
     )
     return path
 
 
-def test_accuracy(store, dataset: Dataset, version: str) -> float:
-    """Accuracy of a saved model on the dataset's own test split (never seen in the loop)."""
+def test_metric(store, data: DemoData, version: str) -> float:
+    """The kind's primary metric (accuracy, mean IoU) of a saved model on the dataset's own
+    test split (never seen in the loop)."""
     from alpha.train import load_model
 
     loaded = load_model(store, version)
-    images = dataset.test_images[:TEST_IMAGES, None].astype(np.float32) / 255.0
     kind = get_kind(loaded.kind)
-    metrics = kind.evaluate(loaded.model, loaded.temperature, images,
-                            dataset.test_targets[:TEST_IMAGES], loaded.labels)
+    metrics = kind.evaluate(loaded.model, loaded.temperature, data.test_images,
+                            data.test_targets, loaded.labels)
     return float(metrics[kind.PRIMARY_METRIC])
 
 
-def _setup_arm(name, dataset, folder, prefix, title, strategy, seed_csv):
+def _setup_arm(name, data: DemoData, folder, prefix, title, strategy):
     from alpha.config import point_prefect_at
     from alpha.ingest import ingest_folder
     from alpha.loop import open_context
 
-    config = write_demo_config(folder / f"alpha-{name}.toml", dataset, prefix, title, strategy)
+    config = write_demo_config(folder / f"alpha-{name}.toml", data, prefix, title, strategy)
     ctx = open_context(config)
     point_prefect_at(ctx.settings)
-    report = ingest_folder(ctx.store, ctx.settings, folder / "images", seed_csv)
+    report = ingest_folder(ctx.store, ctx.settings, folder / "images", data.seed_csv,
+                           masks=data.seed_masks)
     return config, ctx, report
 
 
-def run_demo(console: Console, simulate_rounds: int, pool_size: int, seed_size: int) -> None:
-    dataset = load_demo_dataset()
-    folder = alpha_home() / "demo" / dataset.name
+def run_demo(console: Console, simulate_rounds: int, pool_size: int | None = None,
+             seed_size: int | None = None, kind: str = "classification") -> None:
+    if kind not in DEMOS:
+        raise AlphaError(f"No demo for task kind {kind!r}: choose one of {', '.join(DEMOS)}.")
+    default_pool, default_seed = DEFAULT_SIZES[kind]
+    pool_size = default_pool if pool_size is None else pool_size
+    seed_size = default_seed if seed_size is None else seed_size
+    folder = alpha_home() / "demo" / kind
     folder.mkdir(parents=True, exist_ok=True)
-    console.print(f"dataset: {dataset.name} ({len(dataset.labels)} classes): {seed_size} seed "
+    data = DEMOS[kind](folder, pool_size, seed_size)
+    metric = get_kind(kind).PRIMARY_METRIC
+    console.print(f"dataset: {data.name} ({len(data.labels)} classes, {kind}): {seed_size} seed "
                   f"labels, {pool_size} unlabeled images, folder {folder}", highlight=False)
-    truth = prepare_demo_data(dataset, folder, pool_size, seed_size)
-    seed_csv = folder / "seed.csv"
 
     if simulate_rounds <= 0:
-        config, ctx, report = _setup_arm("demo", dataset, folder, f"demo-{dataset.name}",
-                                         f"alpha demo: {dataset.name}", DEFAULT_STRATEGY, seed_csv)
+        config, ctx, report = _setup_arm("demo", data, folder, f"demo-{data.name}",
+                                         f"alpha demo: {data.name}", DEFAULT_STRATEGY)
         console.print(report.summary())
         from flows.round import active_learning_round  # only now: _setup_arm points Prefect
 
@@ -107,39 +185,44 @@ def run_demo(console: Console, simulate_rounds: int, pool_size: int, seed_size: 
     run = time.strftime("%Y%m%d-%H%M%S")
     arms = {}
     for strategy in (DEFAULT_STRATEGY, "random"):
-        prefix = f"demo-{dataset.name}-sim-{run}-{strategy}"
-        arms[strategy] = _setup_arm(strategy, dataset, folder, prefix,
-                                    f"alpha simulation {run}: {strategy}", strategy, seed_csv)
+        prefix = f"demo-{data.name}-sim-{run}-{strategy}"
+        arms[strategy] = _setup_arm(strategy, data, folder, prefix,
+                                    f"alpha simulation {run}: {strategy}", strategy)
     from flows.round import active_learning_round  # only now: _setup_arm points Prefect
-    results: dict[str, list[tuple[int, float]]] = {s: [] for s in arms}
+    results: dict[str, list[tuple[int, float, float | None]]] = {s: [] for s in arms}
     for round_number in range(simulate_rounds + 1):
         for strategy, (config, ctx, _) in arms.items():
             summary = active_learning_round(config_file=str(config))
-            accuracy = test_accuracy(ctx.store, dataset, summary["model"]["version"])
-            results[strategy].append((summary["labels"]["labeled"], accuracy))
+            value = test_metric(ctx.store, data, summary["model"]["version"])
+            changed = summary["labels"].get("mean_changed")
+            results[strategy].append((summary["labels"]["labeled"], value, changed))
             console.print(f"round {round_number + 1} {strategy}: "
-                          f"{summary['labels']['labeled']} labels, "
-                          f"test accuracy {accuracy:.3f}", highlight=False)
+                          f"{summary['labels']['labeled']} labels, test {metric} {value:.3f}"
+                          + (f", annotators changed {changed:.1%} of the pre-annotations"
+                             if changed is not None else ""), highlight=False)
             if round_number < simulate_rounds:
-                simulate_annotations(ctx.project, truth, error_rate=0.0, random_state=round_number)
+                simulate_annotations(ctx.project, data.truth, error_rate=0.0,
+                                     random_state=round_number)
     table = Table("round", "labels", f"alpha ({DEFAULT_STRATEGY})", "random", "difference",
-                  title=f"Test accuracy on {TEST_IMAGES} {dataset.name} test images "
+                  "changed (alpha)",
+                  title=f"Test {metric} on {len(data.test_targets)} {data.name} test images "
                         "(labels from the SIMULATED annotator)")
-    for number, ((labels, ours), (_, rand)) in enumerate(
+    for number, ((labels, ours, changed), (_, rand, _)) in enumerate(
             zip(results[DEFAULT_STRATEGY], results["random"], strict=True), start=1):
         table.add_row(str(number), str(labels), f"{ours:.3f}", f"{rand:.3f}",
-                      f"{ours - rand:+.3f}")
+                      f"{ours - rand:+.3f}", "-" if changed is None else f"{changed:.1%}")
     console.print(table)
 
 
 def _print_next_steps(console, ctx, summary, config: Path, seconds: float) -> None:
     from infra.stack import stack_paths
 
+    metric = summary["model"].get("primary_metric", "accuracy")
     creds_file = stack_paths().credentials
     username = json.loads(creds_file.read_text())["ls_username"] if creds_file.is_file() else "?"
     console.print(
         f"\nRound {summary['round']} done in {seconds:.0f} s: model {summary['model']['version']}"
-        f" (validation accuracy {summary['model']['metrics'].get('accuracy', 0):.3f}), "
+        f" (validation {metric} {summary['model']['metrics'].get(metric) or 0:.3f}), "
         f"{summary['push']['created']} images sent to Label Studio.\n\n"
         f"Label them: {summary['project_url']}\n"
         f"  login: {username}  password: `cat {creds_file}` (field ls_password)\n"

@@ -86,10 +86,13 @@ def train_step(ctx: RoundContext) -> dict:
     except DataError:  # no model yet
         latest = None
     threshold = ctx.settings.loop.min_new_labels
+    metric = get_kind(ctx.settings.task.kind).PRIMARY_METRIC
     if latest is not None and labeled - latest.metrics["n_labels"] < threshold:
-        return {"version": latest.version, "metrics": latest.metrics["metrics"], "trained": False}
+        return {"version": latest.version, "metrics": latest.metrics["metrics"], "trained": False,
+                "primary_metric": metric}
     info = train_model(ctx.store, ctx.settings)
-    return {"version": info.version, "metrics": info.metrics, "trained": True}
+    return {"version": info.version, "metrics": info.metrics, "trained": True,
+            "primary_metric": metric}
 
 
 LABELED_EMBEDDINGS = frozenset({"coreset", "typiclust"})

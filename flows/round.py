@@ -83,26 +83,36 @@ def _agreement(labels: dict) -> str:
             "images annotated more than once (majority label kept)")
 
 
+def _changed(labels: dict) -> str:
+    if labels.get("mean_changed") is None:
+        return "no label compared with a pre-annotation yet"
+    return (f"**{labels['mean_changed']:.1%}** of the pre-annotations on average, over the "
+            f"{labels['compared']} labels pulled from pre-filled tasks")
+
+
 def _report(ctx: loop.RoundContext, summary: dict) -> str:
     metrics = summary["model"]["metrics"]
-    per_class = metrics.get("per_class", {})
-    rows = "\n".join(f"| {name} | {acc:.3f} |" for name, acc in per_class.items())
+    metric = summary["model"].get("primary_metric") or "accuracy"
+    per_label = metrics.get("per_label") or metrics.get("per_class", {})
+    rows = "\n".join(f"| {name} | {value:.3f} |" for name, value in per_label.items())
+    value = metrics.get(metric)
     return (
         f"# alpha round {summary['round']}\n\n"
         f"- labels so far: **{summary['labels']['labeled']}** "
         f"(skipped by annotators: {summary['labels']['skipped']}, retracted: "
         f"{summary['labels']['retracted']})\n"
         f"- annotator agreement: {_agreement(summary['labels'])}\n"
+        f"- what annotators changed: {_changed(summary['labels'])}\n"
         f"- pulled this round: {summary['pull']}\n"
         f"- model `{summary['model']['version']}` "
-        f"(trained this round: {summary['model']['trained']}): validation accuracy "
-        f"**{metrics.get('accuracy', float('nan')):.3f}**\n"
+        f"(trained this round: {summary['model']['trained']}): validation {metric} "
+        f"**{value if value is not None else float('nan'):.3f}**\n"
         f"- selection: {summary['selection']['selected']} of {summary['selection']['pool_size']}"
         f" unlabeled images by `{summary['selection']['strategy']}`\n"
         f"- tasks pushed: **{summary['push']['created']}** "
         f"(already in Label Studio: {summary['push']['already_present']})\n"
         f"- Label Studio project: [{ctx.settings.project_title}]({summary['project_url']})\n\n"
-        + (f"| class | validation accuracy |\n|---|---|\n{rows}\n" if rows else "")
+        + (f"| class | validation {metric} |\n|---|---|\n{rows}\n" if rows else "")
     )
 
 

@@ -22,6 +22,7 @@ from sklearn.datasets import load_digits
 
 from alpha.config import Settings, alpha_home, load_settings
 from alpha.errors import ConfigError
+from alpha.kinds import get_kind
 from alpha.labelstudio import LabelStudioProject, PushItem
 from alpha.store import Store, image_id_from_key
 from infra import stack
@@ -135,12 +136,14 @@ def truth(images) -> dict[str, str]:
 
 
 def make_push_items(images: list[DigitImage], seed: int = 0) -> list[PushItem]:
-    """Fake model output for images: random probabilities, confidence = max probability."""
+    """Fake model output for images: the best of random probabilities as the pre-annotation,
+    its probability as the confidence."""
     rng = np.random.default_rng(seed)
     items = []
     for image in images:
-        probs = rng.dirichlet(np.ones(len(LABELS)))
-        items.append(PushItem(image.image_id, image.key, probs, float(probs.max())))
+        pre = get_kind("classification").pre_annotation(rng.dirichlet(np.ones(len(LABELS))),
+                                                        LABELS)
+        items.append(PushItem(image.image_id, image.key, pre.result, pre.score))
     return items
 
 

@@ -25,6 +25,7 @@ from pydantic import SecretStr
 
 from alpha.errors import ServiceUnavailable
 from alpha.ingest import ingest_folder
+from alpha.kinds import get_kind
 from alpha.labelstudio import LabelStudioProject, PushItem
 from alpha.records import read_all_records, read_record
 from alpha.store import Store, image_id_from_key
@@ -170,13 +171,14 @@ def _resolved_image(project: LabelStudioProject, task_id: int) -> httpx.Response
 def test_names_we_keep_resolve_in_label_studio_and_a_question_mark_would_not(
     project, store, labels
 ):
-    probs = np.full(len(labels), 1 / len(labels))
+    guess = get_kind("classification").pre_annotation(np.full(len(labels), 1 / len(labels)),
+                                                      labels).result
     items, truth = [], {}
     for index, name in enumerate([*SAFE_NAMES, "what?.png"]):
         key = store.key("images", "names", unicodedata.normalize("NFC", name))
         truth[key] = _png(100 + index)
         store.put_bytes(key, truth[key], "image/png")  # '?' put directly: ingest refuses it
-        items.append(PushItem(store.image_id_for(key), key, probs, 0.5))
+        items.append(PushItem(store.image_id_for(key), key, guess, 0.5))
     pushed = project.push(items, model_version="m-names", round_id="r-names")
     tasks = {**pushed.created, **pushed.already_present}
 

@@ -36,7 +36,7 @@ def test_a_pushed_task_shows_its_image_and_preannotation(
 ):
     image = images[0]
     item = push_items([image], seed=5)[0]
-    guess = labels[int(item.probs.argmax())]
+    guess = item.result[0]["value"]["choices"][0]
     task_id = project.push([item], model_version="m-browser", round_id="r-browser").created[
         image.image_id]
 

@@ -88,7 +88,7 @@ def test_prediction_is_stored_with_model_version_and_score(project, images, push
         prediction = predictions[0]
         assert prediction.model_version == "m-1"
         assert prediction.score == pytest.approx(item.score)
-        best = labels[int(item.probs.argmax())]
+        best = item.result[0]["value"]["choices"][0]
         assert project.kind.label_from_result(prediction.result, labels) == best
 
 
