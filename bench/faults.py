@@ -75,7 +75,7 @@ def push_items(project, rep: int, tasks: int):
 
 def worker(args: argparse.Namespace) -> None:
     """Runs in the child the harness kills: set up, say "ready", then do the step."""
-    import alpha.labelstudio as ls
+    import alpha.labelstudio.queue as ls
 
     ls.IMPORT_CHUNK = args.chunk
     project = make_project(args.prefix, args.title)
