@@ -37,6 +37,7 @@ from alpha.strategies.measures import (
     mean_probs,
     variation_ratio,
 )
+from alpha.strategies.reductions import REDUCTIONS, inverse_frequency_weights, reduce_map
 from alpha.strategies.scores import BatchScores
 
 __all__ = [
@@ -48,6 +49,7 @@ __all__ = [
     "NEEDS_EMBEDDINGS",
     "NEEDS_GRADIENTS",
     "NEEDS_SAMPLES",
+    "REDUCTIONS",
     "STRATEGIES",
     "badge",
     "bald",
@@ -57,10 +59,12 @@ __all__ = [
     "coreset",
     "entropy",
     "gradient_embeddings",
+    "inverse_frequency_weights",
     "least_confidence",
     "margin",
     "mean_probs",
     "pixel_embeddings",
+    "reduce_map",
     "select_batch",
     "strategy_measure",
     "strategy_score",
