@@ -96,12 +96,22 @@ class PullMixin(Connection):
         return found
 
     def _export(self, task_ids: list[int]) -> Iterator[dict]:
+        """The tasks with their annotations, and their predictions as full objects.
+
+        Label Studio's export lists a task's predictions by id only, so each chunk's
+        predictions come from the Data Manager (`selectedItems` = the chunk): pull compares
+        the annotation with the pre-annotation the task carried.
+        """
         for chunk in _chunks(task_ids, EXPORT_CHUNK):
-            yield from self._request(
+            query = {"selectedItems": {"all": False, "included": list(chunk)}}
+            predictions = {int(t["id"]): t.get("predictions") or [] for t in self._list_tasks(
+                "id,predictions", query, fields="all")}
+            for task in self._request(
                 "GET", f"api/projects/{self.project_id}/export",
                 params={"exportType": "JSON", "ids[]": list(chunk)},
                 request_options={"timeout_in_seconds": 300},
-            )
+            ):
+                yield {**task, "predictions": predictions.get(int(task["id"]), [])}
 
     def _record_for(self, task: dict, users: dict[int, str], simulator: int | None
                     ) -> tuple[LabelRecord, np.ndarray | None]:

@@ -120,6 +120,11 @@ def test_rounds_closed_by_the_simulated_annotator_add_the_batch_size_each(digits
     pulled = [r for r in read_all_records(ctx.store).values() if r.source == "labelstudio"]
     assert len(pulled) == 2 * BATCH
     assert all(r.simulated and r.label == truth[r.image_id] for r in pulled)
+    # Each pulled label says whether the annotator changed the pre-annotation's choice.
+    assert all(r.changed in (0.0, 1.0) for r in pulled)
+    model_was_wrong = [r for r in pulled if r.changed == 1.0]
+    assert summary["labels"]["compared"] == len(pulled)
+    assert summary["labels"]["mean_changed"] == pytest.approx(len(model_was_wrong) / len(pulled))
 
 
 def test_an_unknown_strategy_fails_before_training(digits_project):

@@ -1,0 +1,183 @@
+"""A pushed segmentation task, opened by a person's browser: the image AND its mask show.
+
+Brush pre-annotations that never render are a known Label Studio failure (issues #7998,
+#4084, #6279), which no API call can see: this opens the task in headless Chromium (Debian's,
+through Playwright), waits for the image, then reads the pixels Label Studio painted on its
+Konva canvases, and counts the label's colour in a screenshot of the page.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import shutil
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image, ImageColor
+
+from alpha.config import load_settings
+from alpha.kinds import get_kind
+from alpha.kinds.base import Target
+from alpha.labelstudio import LabelStudioProject, PushItem
+
+pytestmark = pytest.mark.integration
+
+LABELS = ["background", "square", "disc"]
+W, H = 160, 120
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync", "--no-first-run",
+]
+SHOT_COPY = Path("/tmp/semantic_browser.png")
+
+# Per canvas: its size, how many pixels are painted at all, and how many of those have the
+# label's colour in the left and the right half (Konva keeps each layer on its own canvas).
+CANVAS_PIXELS = """([r, g, b]) => Array.from(document.querySelectorAll('canvas')).map(c => {
+  let ctx = null;
+  try { ctx = c.getContext('2d', {willReadFrequently: true}); } catch (e) {}
+  if (!ctx || !c.width || !c.height) return {width: c.width, height: c.height, painted: 0,
+                                             left: 0, right: 0};
+  const d = ctx.getImageData(0, 0, c.width, c.height).data;
+  let painted = 0, left = 0, right = 0;
+  for (let i = 0; i < d.length; i += 4) {
+    if (d[i + 3] === 0) continue;
+    painted++;
+    if (Math.abs(d[i] - r) + Math.abs(d[i + 1] - g) + Math.abs(d[i + 2] - b) < 60) {
+      if ((i / 4) % c.width < c.width / 2) left++; else right++;
+    }
+  }
+  return {width: c.width, height: c.height, painted, left, right};
+})"""
+# Whether the canvases show the image on one layer and the class colour over about half of it
+# on another layer of the same size.
+SETTLED = """cs => {
+  const painted = cs.filter(c => c.painted > 0);
+  if (painted.length < 2) return false;
+  const image = painted.reduce((a, c) => c.painted > a.painted ? c : a);
+  const mask = painted.reduce((a, c) => c.left > a.left ? c : a);
+  const area = image.width * image.height;
+  return image !== mask && mask.width === image.width && mask.height === image.height
+    && image.painted > 0.9 * area && mask.left > 0.45 * area && mask.left < 0.55 * area;
+}"""
+
+
+@pytest.fixture(scope="module")
+def settings(stack_is_up, run_id):
+    """Overrides conftest's: this module's prefix and project, for the semantic kind."""
+    return load_settings(
+        s3={"prefix": f"it-sembrowser-{run_id}"},
+        labelstudio={"project_title": f"alpha semantic browser test {run_id}"},
+        task={"kind": "semantic", "labels": LABELS},
+    )
+
+
+@pytest.fixture(scope="module")
+def project(settings, store):
+    """Overrides conftest's: no digit images, the semantic label config."""
+    project = LabelStudioProject(settings, store)
+    yield project
+    found = project._find_project()
+    if found is not None:
+        project.client.projects.delete(id=found["id"])
+
+
+@pytest.fixture(scope="module")
+def browser():
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
+    if not CHROMIUM.exists():
+        pytest.skip(f"no chromium at {CHROMIUM}: `apt-get install chromium`")
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+def label_colours(config: str) -> dict[str, tuple[int, int, int]]:
+    """label -> the RGB of its `background` in the brush control of a label config."""
+    brush = ET.fromstring(config).find(".//BrushLabels")
+    assert brush is not None, config
+    return {label.get("value"): ImageColor.getrgb(label.get("background"))[:3]
+            for label in brush.findall("Label")}
+
+
+def saturation(rgb: tuple[int, int, int]) -> int:
+    return max(rgb) - min(rgb)
+
+
+def test_a_pushed_mask_is_painted_over_its_image(browser, project, store, settings,
+                                                 ls_credentials, tmp_path):
+    kind = get_kind("semantic")
+    colours = label_colours(kind.label_config(LABELS, settings.task.options))
+    # The most colourful class, so that its paint cannot be mistaken for the grey image.
+    label = max(LABELS[1:], key=lambda name: saturation(colours[name]))
+    colour = colours[label]
+    assert saturation(colour) >= 80, colours
+
+    yy, xx = np.mgrid[:H, :W]
+    grey = (50 + 60 * ((xx // 20 + yy // 20) % 2)).astype(np.uint8)  # a grey checkerboard
+    buffer = io.BytesIO()
+    Image.fromarray(grey, mode="L").save(buffer, format="PNG")
+    key = store.image_key("browser/checkers.png")
+    store.put_bytes(key, buffer.getvalue(), "image/png")
+    image_id = store.image_id_for(key)
+    mask = np.full((H, W), 255, np.uint8)  # unlabelled, but for the left half
+    mask[:, : W // 2] = LABELS.index(label)
+    result = kind.result_from_target(Target(mask=mask), LABELS, (W, H))
+    assert len(result) == 1 and result[0]["value"]["brushlabels"] == [label]
+    task_id = project.push([PushItem(image_id, key, result, 0.4)], model_version="m-sem-browser",
+                           round_id="r-sem-browser").created[image_id]
+
+    context = browser.new_context(viewport={"width": 1400, "height": 900},
+                                  service_workers="block")
+    page = context.new_page()
+    page.goto(f"{project.url}/user/login/")
+    page.fill("input[name=email]", ls_credentials["username"])
+    page.fill("input[name=password]", ls_credentials["password"])
+    page.click("button[type=submit]")
+    page.wait_for_url(lambda url: "/user/login" not in url, timeout=30_000)
+
+    page.goto(f"{project.url}/projects/{project.project_id}/data?task={task_id}")
+    page.wait_for_function(
+        "() => Array.from(document.querySelectorAll('img')).some("
+        f"i => i.src.startsWith('blob:') && i.complete && i.naturalWidth === {W})",
+        timeout=60_000,
+    )
+    # The brush region is drawn on a canvas of its own once the image has been laid out; the
+    # stage is resized while the panels settle, so wait for the painting to be complete.
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    with contextlib.suppress(PlaywrightTimeout):  # if never, the assertions below say why
+        page.wait_for_function(f"colour => ({SETTLED})(({CANVAS_PIXELS})(colour))",
+                               arg=list(colour), timeout=60_000)
+    page.get_by_text("m-sem-browser").first.wait_for(timeout=10_000)
+    page.wait_for_timeout(300)
+    canvases = page.evaluate(CANVAS_PIXELS, list(colour))
+    shot = tmp_path / "semantic_labeling.png"
+    page.screenshot(path=str(shot))
+    context.close()
+    shutil.copyfile(shot, SHOT_COPY)
+
+    stage = [c for c in canvases if c["painted"] > 0]
+    image_layer = max(stage, key=lambda c: c["painted"])  # the image covers its whole stage
+    mask_layer = max(stage, key=lambda c: c["left"])
+    area = image_layer["width"] * image_layer["height"]
+    assert image_layer is not mask_layer and image_layer["painted"] > 0.9 * area, canvases
+    assert (mask_layer["width"], mask_layer["height"]) == (image_layer["width"],
+                                                           image_layer["height"]), canvases
+    # The mask's layer holds the class colour over the left half of the image, nothing else.
+    assert 0.45 * area <= mask_layer["left"] <= 0.55 * area, canvases
+    assert mask_layer["right"] < 0.01 * area and mask_layer["painted"] < 0.56 * area, canvases
+
+    # And a person sees it: the screenshot is tinted towards the class colour over half of
+    # the (upscaled) image, far more than the label's small badges in the side panels.
+    pixels = np.asarray(Image.open(shot).convert("RGB"), dtype=np.float64).reshape(-1, 3)
+    tint = pixels - pixels.mean(axis=1, keepdims=True)
+    direction = np.asarray(colour, np.float64) - np.mean(colour)
+    direction /= np.linalg.norm(direction)
+    along = tint @ direction
+    tinted = int(((along > 25) & (along > 0.9 * np.linalg.norm(tint, axis=1))).sum())
+    assert tinted > 0.4 * area, (tinted, area)
