@@ -9,10 +9,8 @@ temperature scaling so its probabilities can be trusted as uncertainty).
 
 from __future__ import annotations
 
-import io
 import math
-from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -27,6 +25,9 @@ from alpha.consensus import majority_vote
 from alpha.errors import AnnotationError, DataError
 from alpha.kinds.base import BatchScores, KindOptions, PreAnnotation, Reading, Target, Trained
 from alpha.kinds.mc import mc_dropout
+from alpha.kinds.training import fit_one_cycle, training_context
+from alpha.kinds.training import load_checkpoint as load_model
+from alpha.kinds.training import save_checkpoint as save_model
 from alpha.strategies.scores import SINGLE_MEASURES
 
 NAME = "classification"
@@ -42,7 +43,6 @@ Options = KindOptions  # classification has no options of its own
 # Below 0.5, a small validation set the model gets all right drives the fit towards 0,
 # which saturates every probability and makes uncertainty scores tie.
 TEMPERATURE_BOUNDS = (0.5, 20.0)
-CHECKPOINT_FORMAT = 1
 
 
 # ---- Label Studio ------------------------------------------------------------------------
@@ -308,14 +308,6 @@ def _split(
     return np.sort(train), np.sort(val)
 
 
-def _batches(order: np.ndarray, batch_size: int) -> Iterator[np.ndarray]:
-    """Mini-batches, skipping a trailing batch of one (batch norm cannot train on one image)."""
-    for start in range(0, len(order), batch_size):
-        batch = order[start : start + batch_size]
-        if len(batch) > 1 or len(order) == 1:
-            yield batch
-
-
 def _logits(model: nn.Module, images: np.ndarray, batch_size: int = 256) -> torch.Tensor:
     model.eval()
     with torch.inference_mode():
@@ -394,30 +386,22 @@ def train_classifier(
     targets = np.asarray(targets, dtype=np.int64)
     _check_training_data(images, targets, num_classes)
     train_idx, val_idx = _split(len(images), targets, settings.val_fraction, settings.random_state)
-    previous_threads = torch.get_num_threads()
-    if settings.threads:
-        torch.set_num_threads(settings.threads)
-    try:
-        with torch.random.fork_rng(devices=[]):  # _fit seeds; the caller's RNG stays
-            model, history = _fit(images, targets, train_idx, num_classes, settings)
-            val_images, val_targets = images[val_idx], targets[val_idx]
-            if len(val_idx):
-                logits = _logits(model, val_images)
-                temperature = fit_temperature(logits, torch.from_numpy(val_targets))
-                metrics = _evaluate(model, val_images, val_targets, temperature, num_classes)
-                metrics["val_loss_uncalibrated"] = float(
-                    F.cross_entropy(logits.double(), torch.from_numpy(val_targets))
-                )
-            else:
-                temperature = 1.0
-                metrics = {"accuracy": None, "per_class": {}, "loss": None, "n": 0}
-            refit = settings.refit and len(val_idx) > 0
-            if refit:
-                model, history = _fit(
-                    images, targets, np.arange(len(images)), num_classes, settings
-                )
-    finally:
-        torch.set_num_threads(previous_threads)
+    with training_context(settings):  # _fit seeds; the caller's RNG stays
+        model, history = _fit(images, targets, train_idx, num_classes, settings)
+        val_images, val_targets = images[val_idx], targets[val_idx]
+        if len(val_idx):
+            logits = _logits(model, val_images)
+            temperature = fit_temperature(logits, torch.from_numpy(val_targets))
+            metrics = _evaluate(model, val_images, val_targets, temperature, num_classes)
+            metrics["val_loss_uncalibrated"] = float(
+                F.cross_entropy(logits.double(), torch.from_numpy(val_targets))
+            )
+        else:
+            temperature = 1.0
+            metrics = {"accuracy": None, "per_class": {}, "loss": None, "n": 0}
+        refit = settings.refit and len(val_idx) > 0
+        if refit:
+            model, history = _fit(images, targets, np.arange(len(images)), num_classes, settings)
     metrics = {
         "accuracy": metrics.pop("accuracy"),
         "per_class": metrics.pop("per_class"),
@@ -438,48 +422,19 @@ def _fit(
     num_classes: int,
     settings: TrainSettings,
 ) -> tuple[SmallCNN, dict[str, Any]]:
-    """AdamW under a one-cycle learning rate (warm-up, then annealing to near zero) for a
-    fixed number of steps; returns the final model in eval mode. Each call starts from the
-    same seed, so the held-out and the refit training are reproducible."""
+    """The kinds' fixed one-cycle recipe (alpha.kinds.training) with cross-entropy and, when
+    settings.augment, small shifts; returns the final model in eval mode. Each call starts
+    from the same seed, so the held-out and the refit training are reproducible."""
     torch.manual_seed(settings.random_state)  # the caller forks the RNG around this
     model = SmallCNN(images.shape[1], num_classes, settings.image_size, widths=settings.widths)
-    optimizer = torch.optim.AdamW(
-        model.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay
-    )
-    steps = _steps(len(train_idx), settings)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=settings.learning_rate, total_steps=steps, pct_start=0.15
-    )
-    rng = np.random.default_rng(settings.random_state)
-    step, last_losses = 0, deque(maxlen=max(1, len(train_idx) // settings.batch_size))
-    model.train()
-    while step < steps:
-        for batch in _batches(rng.permutation(train_idx), settings.batch_size):
-            x, y = torch.from_numpy(images[batch]), torch.from_numpy(targets[batch])
-            if settings.augment:
-                x = _shift(x, rng)
-            optimizer.zero_grad()
-            loss = F.cross_entropy(model(x), y)
-            loss.backward()
-            optimizer.step()
-            schedule.step()
-            step += 1
-            last_losses.append(loss.item())
-            if step == steps:
-                break
-    model.eval()
-    return model, {"steps": steps, "train_loss": float(np.mean(last_losses))}  # ~ last epoch
 
+    def batch_loss(batch: np.ndarray, rng: np.random.Generator) -> torch.Tensor:
+        x, y = torch.from_numpy(images[batch]), torch.from_numpy(targets[batch])
+        if settings.augment:
+            x = _shift(x, rng)
+        return F.cross_entropy(model(x), y)
 
-def _steps(n_train: int, settings: TrainSettings) -> int:
-    """settings.epochs over the data, or settings.min_steps batches when that is more.
-
-    A fixed epoch count gives a model trained on 80 images a few dozen steps and one trained
-    on 8,000 thousands; with few labels the model is then undertrained rather than short of
-    data, and a strategy comparison measures the optimiser instead of the labels.
-    """
-    per_epoch = max(1, sum(1 for _ in _batches(np.arange(n_train), settings.batch_size)))
-    return max(settings.epochs * per_epoch, settings.min_steps)
+    return model, fit_one_cycle(model, train_idx, settings, batch_loss)
 
 
 def _shift(x: torch.Tensor, rng: np.random.Generator, pad: int = 2) -> torch.Tensor:
@@ -587,45 +542,9 @@ def _evaluate(
 
 # ---- checkpoints -------------------------------------------------------------------------
 def save_checkpoint(trained: Trained, labels: list[str], settings: TrainSettings) -> bytes:
-    """Weights plus plain values only, so it loads with torch.load(weights_only=True)."""
-    model = trained.model
-    if model.num_classes != len(labels):
-        raise ValueError(f"model has {model.num_classes} classes but {len(labels)} labels given")
-    buffer = io.BytesIO()
-    torch.save(
-        {
-            "format": CHECKPOINT_FORMAT,
-            "kind": NAME,
-            "arch": model.arch(),
-            "state_dict": model.state_dict(),
-            "temperature": float(trained.temperature),
-            "labels": list(labels),
-            "train_settings": settings.model_dump(mode="json"),
-        },
-        buffer,
-    )
-    return buffer.getvalue()
+    return save_model(NAME, trained.model, trained.temperature, labels, settings)
 
 
 def load_checkpoint(data: bytes) -> tuple[SmallCNN, float, list[str], dict]:
-    """Rebuild (model in eval mode, temperature, labels, train settings) from checkpoint bytes."""
-    try:
-        checkpoint = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
-        if checkpoint.get("kind") != NAME or checkpoint.get("format") != CHECKPOINT_FORMAT:
-            raise ValueError(
-                f"kind {checkpoint.get('kind')!r}, format {checkpoint.get('format')!r}"
-            )
-        model = SmallCNN(**checkpoint["arch"])
-        model.load_state_dict(checkpoint["state_dict"])
-    except Exception as error:
-        raise DataError(
-            f"The model checkpoint cannot be loaded ({type(error).__name__}: {error}): "
-            "train a new model (run a round)."
-        ) from None
-    model.eval()
-    return (
-        model,
-        float(checkpoint["temperature"]),
-        list(checkpoint["labels"]),
-        dict(checkpoint["train_settings"]),
-    )
+    """(model in eval mode, temperature, labels, train settings); DataError if unreadable."""
+    return load_model(data, NAME, SmallCNN)  # type: ignore[return-value]

@@ -12,9 +12,7 @@ unlabelled pixels; they never train (cross-entropy ignores them) and never count
 
 from __future__ import annotations
 
-import io
 import math
-from collections import deque
 from collections.abc import Iterator, Sequence
 from typing import Any, ClassVar
 
@@ -28,6 +26,9 @@ from alpha.config import TrainSettings
 from alpha.consensus import mask_agreement, pixel_vote
 from alpha.errors import AnnotationError, ConfigError, DataError
 from alpha.kinds.base import BatchScores, KindOptions, PreAnnotation, Reading, Target, Trained
+from alpha.kinds.training import fit_one_cycle, training_context
+from alpha.kinds.training import load_checkpoint as load_model
+from alpha.kinds.training import save_checkpoint as save_model
 from alpha.masks import brush_region, decode_brush, rasterize_polygon, region_size
 from alpha.strategies.diversity import gradient_embeddings
 from alpha.strategies.measures import MEASURES as PIXEL_MEASURES
@@ -49,7 +50,6 @@ MEASURES: tuple[str, ...] = (
 """Score names without samples: each pixel measure under the configured reduction (plain
 name) and under every reduction ("margin:topk"), so one pass compares reductions. With
 Monte-Carlo samples `bald` and its variants join them."""
-CHECKPOINT_FORMAT = 1
 MAX_CLASSES = 255  # indices 0..254; 255 is IGNORE
 
 PALETTE = (
@@ -500,20 +500,6 @@ def _split(n: int, val_fraction: float, random_state: int) -> tuple[np.ndarray, 
     return np.sort(order[n_val:]), np.sort(order[:n_val])
 
 
-def _batches(order: np.ndarray, batch_size: int) -> Iterator[np.ndarray]:
-    """Mini-batches, skipping a trailing batch of one (batch norm cannot train on one image)."""
-    for start in range(0, len(order), batch_size):
-        batch = order[start : start + batch_size]
-        if len(batch) > 1 or len(order) == 1:
-            yield batch
-
-
-def _steps(n_train: int, settings: TrainSettings) -> int:
-    """settings.epochs over the data, or settings.min_steps batches when that is more."""
-    per_epoch = max(1, sum(1 for _ in _batches(np.arange(n_train), settings.batch_size)))
-    return max(settings.epochs * per_epoch, settings.min_steps)
-
-
 def _check_training_data(images: np.ndarray, targets: np.ndarray, num_classes: int) -> None:
     if images.ndim != 4 or targets.ndim != 3 or len(images) != len(targets) or (
         images.shape[2:] != targets.shape[1:]
@@ -561,22 +547,13 @@ def train(
     targets = np.ascontiguousarray(targets, dtype=np.int64)
     _check_training_data(images, targets, num_classes)
     train_idx, val_idx = _split(len(images), settings.val_fraction, settings.random_state)
-    previous_threads = torch.get_num_threads()
-    if settings.threads:
-        torch.set_num_threads(settings.threads)
-    try:
-        with torch.random.fork_rng(devices=[]):  # _fit seeds; the caller's RNG stays
-            model, history = _fit(images, targets, train_idx, num_classes, settings)
-            if len(val_idx):
-                metrics = _evaluate(model, 1.0, images[val_idx], targets[val_idx], num_classes)
-            else:
-                metrics = _evaluate(model, 1.0, images[:0], targets[:0], num_classes)
-            refit = settings.refit and len(val_idx) > 0
-            if refit:
-                model, history = _fit(images, targets, np.arange(len(images)), num_classes,
-                                      settings)
-    finally:
-        torch.set_num_threads(previous_threads)
+    with training_context(settings):  # _fit seeds; the caller's RNG stays
+        model, history = _fit(images, targets, train_idx, num_classes, settings)
+        metrics = _evaluate(model, 1.0, images[val_idx], targets[val_idx], num_classes)
+        refit = settings.refit and len(val_idx) > 0
+        if refit:
+            model, history = _fit(images, targets, np.arange(len(images)), num_classes,
+                                  settings)
     used = np.arange(len(images)) if refit else train_idx
     frequency = _class_frequency(targets[used], num_classes)
     model.class_frequency.copy_(torch.from_numpy(frequency))
@@ -598,41 +575,25 @@ def _fit(
     images: np.ndarray, targets: np.ndarray, train_idx: np.ndarray, num_classes: int,
     settings: TrainSettings,
 ) -> tuple[UNet, dict[str, Any]]:
-    """The fixed one-cycle schedule from the same seed each call; the model in eval mode."""
+    """The kinds' fixed one-cycle recipe (alpha.kinds.training) with cross-entropy over the
+    labelled pixels and, when settings.augment, horizontal flips; the model in eval mode.
+    Each call starts from the same seed."""
     torch.manual_seed(settings.random_state)  # the caller forks the RNG around this
     model = UNet(images.shape[1], num_classes, widths=settings.widths)
-    optimizer = torch.optim.AdamW(
-        model.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay
-    )
-    steps = _steps(len(train_idx), settings)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=settings.learning_rate, total_steps=steps, pct_start=0.15
-    )
-    rng = np.random.default_rng(settings.random_state)
-    step, last_losses = 0, deque(maxlen=max(1, len(train_idx) // settings.batch_size))
-    model.train()
-    while step < steps:
-        for batch in _batches(rng.permutation(train_idx), settings.batch_size):
-            x, y = images[batch], targets[batch]
-            if settings.augment:  # horizontal flips: label-preserving for scenes
-                flip = rng.random(len(batch)) < 0.5
-                x, y = x.copy(), y.copy()
-                x[flip], y[flip] = x[flip][..., ::-1], y[flip][..., ::-1]
-            y = torch.from_numpy(y)
-            optimizer.zero_grad()
-            total = F.cross_entropy(model(torch.from_numpy(x)), y, ignore_index=IGNORE,
-                                    reduction="sum")
-            # the mean over labelled pixels; a batch with none gives 0, not NaN
-            loss = total / max(1, int((y != IGNORE).sum()))
-            loss.backward()
-            optimizer.step()
-            schedule.step()
-            step += 1
-            last_losses.append(loss.item())
-            if step == steps:
-                break
-    model.eval()
-    return model, {"steps": steps, "train_loss": float(np.mean(last_losses))}
+
+    def batch_loss(batch: np.ndarray, rng: np.random.Generator) -> torch.Tensor:
+        x, y = images[batch], targets[batch]
+        if settings.augment:  # horizontal flips: label-preserving for scenes
+            flip = rng.random(len(batch)) < 0.5
+            x, y = x.copy(), y.copy()
+            x[flip], y[flip] = x[flip][..., ::-1], y[flip][..., ::-1]
+        labelled = torch.from_numpy(y)
+        total = F.cross_entropy(model(torch.from_numpy(x)), labelled, ignore_index=IGNORE,
+                                reduction="sum")
+        # the mean over labelled pixels; a batch with none gives 0, not NaN
+        return total / max(1, int((labelled != IGNORE).sum()))
+
+    return model, fit_one_cycle(model, train_idx, settings, batch_loss)
 
 
 def _probability_batches(
@@ -802,46 +763,11 @@ def score_batch(
 
 # ---- checkpoints -------------------------------------------------------------------------
 def save_checkpoint(trained: Trained, labels: list[str], settings: TrainSettings) -> bytes:
-    """Weights (with the class frequencies) plus plain values only, so it loads with
-    torch.load(weights_only=True)."""
-    model = trained.model
-    if model.num_classes != len(labels):
-        raise ValueError(f"model has {model.num_classes} classes but {len(labels)} labels given")
-    buffer = io.BytesIO()
-    torch.save(
-        {
-            "format": CHECKPOINT_FORMAT,
-            "kind": NAME,
-            "arch": model.arch(),
-            "state_dict": model.state_dict(),
-            "temperature": float(trained.temperature),
-            "labels": list(labels),
-            "train_settings": settings.model_dump(mode="json"),
-        },
-        buffer,
-    )
-    return buffer.getvalue()
+    """Weights (with the class frequencies the class-weighted reduction reads) and plain
+    values only."""
+    return save_model(NAME, trained.model, trained.temperature, labels, settings)
 
 
 def load_checkpoint(data: bytes) -> tuple[UNet, float, list[str], dict]:
-    """Rebuild (model in eval mode, temperature, labels, train settings) from checkpoint bytes."""
-    try:
-        checkpoint = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
-        if checkpoint.get("kind") != NAME or checkpoint.get("format") != CHECKPOINT_FORMAT:
-            raise ValueError(
-                f"kind {checkpoint.get('kind')!r}, format {checkpoint.get('format')!r}"
-            )
-        model = UNet(**checkpoint["arch"])
-        model.load_state_dict(checkpoint["state_dict"])
-    except Exception as error:
-        raise DataError(
-            f"The model checkpoint cannot be loaded ({type(error).__name__}: {error}): "
-            "train a new model (run a round)."
-        ) from None
-    model.eval()
-    return (
-        model,
-        float(checkpoint["temperature"]),
-        list(checkpoint["labels"]),
-        dict(checkpoint["train_settings"]),
-    )
+    """(model in eval mode, temperature, labels, train settings); DataError if unreadable."""
+    return load_model(data, NAME, UNet)  # type: ignore[return-value]
