@@ -12,6 +12,8 @@ import io
 import json
 import os
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -158,10 +160,57 @@ def labels() -> list[str]:
     return list(LABELS)
 
 
-@pytest.fixture(scope="module")
-def project(settings, store, images):
+@contextmanager
+def open_project(settings: Settings, store: Store) -> Iterator[LabelStudioProject]:
+    """The module's Label Studio project, deleted afterwards."""
     project = LabelStudioProject(settings, store)
     yield project
     found = project._find_project()  # by title: also catches a project a failed test made
     if found is not None:
         project.client.projects.delete(id=found["id"])
+
+
+@pytest.fixture(scope="module")
+def project(settings, store, images):
+    with open_project(settings, store) as project:
+        yield project
+
+
+def semantic_settings(name: str, run_id: str, labels: list[str]) -> Settings:
+    """Settings of a module's own prefix and project for the semantic kind."""
+    return load_settings(
+        s3={"prefix": f"it-{name}-{run_id}"},
+        labelstudio={"project_title": f"alpha {name} test {run_id}"},
+        task={"kind": "semantic", "labels": labels},
+    )
+
+
+@pytest.fixture(scope="session")
+def project_opener():
+    """`open_project(settings, store)`, for modules that make their own project fixture."""
+    return open_project
+
+
+@pytest.fixture(scope="session")
+def semantic_settings_for():
+    """`semantic_settings(name, run_id, labels)`, for the segmentation modules."""
+    return semantic_settings
+
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync", "--no-first-run",
+]
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Debian's Chromium, headless, through Playwright (skipped where either is missing)."""
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
+    if not CHROMIUM.exists():
+        pytest.skip(f"no chromium at {CHROMIUM}: `apt-get install chromium`")
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()

@@ -21,7 +21,6 @@ from label_studio_sdk.converter.brush import decode_rle, mask2rle
 from PIL import Image
 from prefect.client.orchestration import get_client
 
-from alpha.config import load_settings
 from alpha.datasets import compose_scenes, write_segmentation_folder
 from alpha.ingest import ingest_folder
 from alpha.kinds import get_kind
@@ -42,13 +41,9 @@ UNLABELLED = 255
 
 # ---- fixtures: semantic variants of the conftest ones ---------------------------------------
 @pytest.fixture(scope="module")
-def settings(stack_is_up, run_id):
+def settings(stack_is_up, run_id, semantic_settings_for):
     """Overrides conftest's: this module's prefix and project, for the semantic kind."""
-    return load_settings(
-        s3={"prefix": f"it-sem-{run_id}"},
-        labelstudio={"project_title": f"alpha semantic test {run_id}"},
-        task={"kind": "semantic", "labels": LABELS},
-    )
+    return semantic_settings_for("sem", run_id, LABELS)
 
 
 @pytest.fixture(scope="module")
@@ -57,13 +52,10 @@ def kind():
 
 
 @pytest.fixture(scope="module")
-def project(settings, store):
+def project(settings, store, project_opener):
     """Overrides conftest's: no digit images, the semantic label config."""
-    project = LabelStudioProject(settings, store)
-    yield project
-    found = project._find_project()
-    if found is not None:
-        project.client.projects.delete(id=found["id"])
+    with project_opener(settings, store) as project:
+        yield project
 
 
 @pytest.fixture(scope="module")

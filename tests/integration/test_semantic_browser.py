@@ -18,20 +18,14 @@ import numpy as np
 import pytest
 from PIL import Image, ImageColor
 
-from alpha.config import load_settings
 from alpha.kinds import get_kind
 from alpha.kinds.base import Target
-from alpha.labelstudio import LabelStudioProject, PushItem
+from alpha.labelstudio import PushItem
 
 pytestmark = pytest.mark.integration
 
 LABELS = ["background", "square", "disc"]
 W, H = 160, 120
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync", "--no-first-run",
-]
 SHOT_COPY = Path("/tmp/semantic_browser.png")
 
 # Per canvas: its size, how many pixels are painted at all, and how many of those have the
@@ -66,34 +60,18 @@ SETTLED = """cs => {
 
 
 @pytest.fixture(scope="module")
-def settings(stack_is_up, run_id):
+def settings(stack_is_up, run_id, semantic_settings_for):
     """Overrides conftest's: this module's prefix and project, for the semantic kind."""
-    return load_settings(
-        s3={"prefix": f"it-sembrowser-{run_id}"},
-        labelstudio={"project_title": f"alpha semantic browser test {run_id}"},
-        task={"kind": "semantic", "labels": LABELS},
-    )
+    return semantic_settings_for("sembrowser", run_id, LABELS)
 
 
 @pytest.fixture(scope="module")
-def project(settings, store):
+def project(settings, store, project_opener):
     """Overrides conftest's: no digit images, the semantic label config."""
-    project = LabelStudioProject(settings, store)
-    yield project
-    found = project._find_project()
-    if found is not None:
-        project.client.projects.delete(id=found["id"])
+    with project_opener(settings, store) as project:
+        yield project
 
 
-@pytest.fixture(scope="module")
-def browser():
-    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
-    if not CHROMIUM.exists():
-        pytest.skip(f"no chromium at {CHROMIUM}: `apt-get install chromium`")
-    with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
 
 
 def label_colours(config: str) -> dict[str, tuple[int, int, int]]:
