@@ -12,8 +12,17 @@ summary.csv / summary.md (the table), run.json (the command, settings, full-data
 and the fast vs full MC dropout check with baal's agreement) and curves.png under --out,
 and prints the table.
 
+`--dataset camvid` runs the same loop for semantic segmentation (the `semantic` kind, mean
+IoU on CamVid's val split, the simulated annotator revealing the true masks), comparing the
+default strategy under each pixel-to-image reduction, and also records the annotator's
+effort: the share of each selected image's pre-annotation (the model's mask at full size)
+the true mask changes. `--extras scoring,memory,rle` measures scoring speed, scoring memory
+(1,000 vs 4,000 images) and brush RLE cost on their own, without the loop.
+
     python bench/label_efficiency.py --dataset digits --quick
     python bench/label_efficiency.py --dataset fashion-mnist --seeds 5 --jobs 2
+    python bench/label_efficiency.py --dataset camvid --quick --jobs 2
+    python bench/label_efficiency.py --dataset camvid --quick --extras scoring,memory,rle
 
 Peers need the `bench` extra and modAL-python and baal installed without their
 dependencies (bench/README.md); a missing peer is skipped with a message.
@@ -27,6 +36,8 @@ import csv
 import json
 import math
 import os
+import resource
+import subprocess
 import sys
 import time
 from collections.abc import Iterable
@@ -45,16 +56,42 @@ FAMILY = {"modal-margin": "margin", "modal-entropy": "entropy"}
 PRESETS: dict[str, dict[str, Any]] = {
     "digits": dict(pool=0, initial=30, batch=30, rounds=8, seeds=10),
     "fashion-mnist": dict(pool=10_000, initial=100, batch=100, rounds=8, seeds=5),
+    "camvid": dict(pool=0, initial=20, batch=20, rounds=6, seeds=3),
 }
 QUICK: dict[str, dict[str, Any]] = {
     "digits": dict(rounds=4, seeds=3),
     "fashion-mnist": dict(pool=2_000, initial=50, batch=50, rounds=3, seeds=2),
+    "camvid": dict(pool=150, initial=10, batch=10, rounds=4, seeds=3),
 }
+KINDS = {"digits": "classification", "fashion-mnist": "classification", "camvid": "semantic"}
+"""The task kind each dataset benchmarks."""
+METRICS = {"classification": "accuracy", "semantic": "miou"}
+"""The test metric of each kind's curves (the kind's PRIMARY_METRIC)."""
+
+# Segmentation training (alpha.config.TrainSettings fields; flags override them): a small
+# U-Net at half CamVid's stored size (240x180 -> 120x90), epochs-based so that more labels
+# get more steps, as in the pipeline (a fixed 50 steps left mIoU flat in the labels: the
+# model was limited by its steps). val_fraction 0 trains once on every label: the same
+# model `refit` ends with (same seed, same recipe, all labels), without the first training
+# that only measures a held-out split (the benchmark measures on val).
+SEGMENTATION_TRAIN: dict[str, dict[str, Any]] = {
+    "camvid": dict(image_size=120, image_height=90, channels=3, widths=(16, 32, 64, 128),
+                   epochs=25, min_steps=100, batch_size=8, learning_rate=1e-2, augment=True,
+                   val_fraction=0.0),
+}
+SEGMENTATION_QUICK: dict[str, dict[str, Any]] = {
+    "camvid": dict(widths=(8, 16, 32, 64), epochs=25, min_steps=60),
+}
+REDUCED = ("mean", "topk", "class_weighted")
+"""The reductions the segmentation arms compare ("default/mean": the default strategy on
+image scores reduced by the mean)."""
+EXTRAS = ("scoring", "memory", "rle")
 
 
 @dataclass
 class Config:
-    """One benchmark run: data, budget, strategies and the training every strategy shares."""
+    """One benchmark run: data, budget, strategies and the training every strategy shares
+    (`effort`: segmentation only, measure the annotator's changes to each selected batch)."""
 
     dataset: str
     strategies: list[str]
@@ -73,16 +110,25 @@ class Config:
     seed_set: str = "random"
     mc_check: bool = True
     train: dict[str, Any] = field(default_factory=dict)
+    effort: bool = True
 
 
 # ---- data ---------------------------------------------------------------------------------
-def load_data(dataset: str, pool: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+def is_segmentation(dataset: str) -> bool:
+    return KINDS[dataset] == "semantic"
+
+
+def load_data(dataset: str, pool: int, train: dict[str, Any] | None = None) -> tuple:
     """(pool images, pool targets, test images, test targets), images float32 (n, 1, H, W).
+    Segmentation datasets (`train` gives the model's input size) return more: see
+    load_segmentation.
 
     Scaled to [0, 1] like alpha.images.decode_image, so the model sees what it sees in the
     pipeline. The pool is a fixed random subset of the training split (the same for every
     seed); the test set is the dataset's own.
     """
+    if is_segmentation(dataset):
+        return load_segmentation(dataset, pool, train or {})
     from alpha.datasets import load_digits_dataset, load_fashion_mnist
 
     data = load_digits_dataset() if dataset == "digits" else load_fashion_mnist()
@@ -97,6 +143,52 @@ def load_data(dataset: str, pool: int) -> tuple[np.ndarray, np.ndarray, np.ndarr
     return scale(x), y, scale(data.test_images), data.test_targets
 
 
+def resize_images(images: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """uint8 RGB `(n, H, W, 3)` -> float32 `(n, 3, h, w)` in [0, 1] at `size` (width,
+    height), resized bilinearly as alpha.images.decode_image does in the pipeline."""
+    from PIL import Image
+
+    out = np.empty((len(images), 3, size[1], size[0]), dtype=np.float32)
+    for i, image in enumerate(images):
+        resized = Image.fromarray(image).resize(size, Image.Resampling.BILINEAR)
+        out[i] = np.asarray(resized, dtype=np.float32).transpose(2, 0, 1) / 255.0
+    return out
+
+
+def load_segmentation(dataset: str, pool: int, train: dict[str, Any]) -> tuple:
+    """(pool images, pool masks, test images, test masks, pool masks at full size, labels,
+    test-set note) for CamVid. Images float32 `(n, 3, h, w)` at the model's input size, masks
+    int64 `(n, h, w)` resized by nearest neighbour as the kind does (255 = unlabelled);
+    full-size masks uint8 `(n, H, W)` are what the simulated annotator answers. The pool is
+    a fixed random subset of the train split (the same for every seed); the test set is the
+    val split, or, where val has no masks, a fixed 20% of train held out of the pool."""
+    from alpha.datasets import load_camvid
+    from alpha.kinds import get_kind
+    from alpha.kinds.base import Target
+
+    kind = get_kind("semantic")
+    size = kind.input_size(train)
+    data = load_camvid(split="train")
+    x, masks = data.images, data.masks
+    try:
+        test = load_camvid(split="val")
+        test_x, test_masks = test.images, test.masks
+        note = f"CamVid val ({len(test_x)} frames)"
+    except FileNotFoundError:  # no val masks: hold out part of train
+        order = np.random.default_rng(1).permutation(len(x))
+        held, kept = np.sort(order[: len(x) // 5]), np.sort(order[len(x) // 5:])
+        test_x, test_masks = x[held], masks[held]
+        x, masks = x[kept], masks[kept]
+        note = f"HELD OUT: {len(held)} CamVid train frames (val has no masks), not in the pool"
+    if pool and pool < len(x):
+        keep = np.sort(np.random.default_rng(0).choice(len(x), size=pool, replace=False))
+        x, masks = x[keep], masks[keep]
+
+    def targets(stored: np.ndarray) -> np.ndarray:
+        return kind.training_targets([Target(mask=m) for m in stored], data.labels, size)
+
+    return (resize_images(x, size), targets(masks), resize_images(test_x, size),
+            targets(test_masks), masks, list(data.labels), note)
 # ---- one run ------------------------------------------------------------------------------
 def class_names(*targets: np.ndarray) -> list[str]:
     """Names for the class indices the targets use (the kind interface speaks names)."""
@@ -122,11 +214,13 @@ class Models:
         self.cache: dict[tuple[int, bytes], tuple[Any, float, float, float]] = {}
 
     def get(self, seed: int, labeled: np.ndarray) -> tuple[Any, float, float, float]:
-        """(model, temperature, test accuracy, training seconds)."""
+        """(model, temperature, test accuracy (mIoU for segmentation), training seconds)."""
         from alpha.config import TrainSettings
 
         labeled = np.sort(labeled)
         key = (seed, labeled.tobytes())
+        if key not in self.cache and is_segmentation(self.cfg.dataset):
+            self.cache[key] = self._segmentation(seed, labeled)
         if key not in self.cache:
             x, y, x_test, y_test = self.data
             settings = TrainSettings(
@@ -141,6 +235,19 @@ class Models:
                 trained.model, trained.temperature, x_test, y_test, names)["accuracy"]
             self.cache[key] = (trained.model, trained.temperature, accuracy, seconds)
         return self.cache[key]
+
+    def _segmentation(self, seed: int, labeled: np.ndarray) -> tuple[Any, float, float, float]:
+        from alpha.config import TrainSettings
+        from alpha.kinds import get_kind
+
+        kind = get_kind(KINDS[self.cfg.dataset])
+        x, y, x_test, y_test, _, names = self.data[:6]
+        settings = TrainSettings(threads=self.cfg.threads, random_state=seed, **self.cfg.train)
+        start = time.perf_counter()
+        trained = kind.train(x[labeled], y[labeled], names, settings, kind.Options())
+        seconds = time.perf_counter() - start
+        miou = kind.evaluate(trained.model, trained.temperature, x_test, y_test, names)["miou"]
+        return trained.model, trained.temperature, miou, seconds
 
 
 class _FixedProbs:
@@ -177,6 +284,9 @@ def baal_mc_probs(model: Any, images: np.ndarray, samples: int, temperature: flo
 def choose(strategy: str, model: Any, temperature: float, cfg: Config, pool_x: np.ndarray,
            labeled: np.ndarray, unlabeled: np.ndarray, seed: int, round_: int) -> np.ndarray:
     """Score the pool and pick a batch with `strategy`; returns pool indices."""
+    if is_segmentation(cfg.dataset):
+        return choose_segmentation(strategy, model, temperature, cfg, pool_x, labeled, unlabeled,
+                                   seed, round_)
     from alpha.kinds.mc import mc_dropout
     from alpha.strategies import DEFAULT_STRATEGY, BatchScores, select_batch
 
@@ -216,6 +326,73 @@ def choose(strategy: str, model: Any, temperature: float, cfg: Config, pool_x: n
     return unlabeled[picked]
 
 
+def choose_segmentation(strategy: str, model: Any, temperature: float, cfg: Config,
+                        pool_x: np.ndarray, labeled: np.ndarray, unlabeled: np.ndarray,
+                        seed: int, round_: int) -> np.ndarray:
+    """choose() for a segmentation kind: `name/reduction` ranks by image scores reduced that
+    way ("default/mean"); a plain name by the kind's default reduction (Options.reduction).
+
+    No cold start: TypiClust's one-label-per-class threshold counts images, and every CamVid
+    frame labels pixels of most classes, so the seed set already shows the model each class.
+    """
+    from alpha.kinds import get_kind
+    from alpha.strategies import (
+        DEFAULT_STRATEGY,
+        NEEDS_GRADIENTS,
+        NEEDS_SAMPLES,
+        BatchScores,
+        select_batch,
+    )
+
+    kind = get_kind(KINDS[cfg.dataset])
+    k, state = cfg.batch, seed * 1000 + round_
+    if strategy == "random":
+        return unlabeled[select_batch("random", k, BatchScores(predicted=unlabeled),
+                                      random_state=state)]
+    name, _, reduction = strategy.partition("/")
+    name = DEFAULT_STRATEGY if name == "default" else name
+    samples = cfg.mc_samples if name in NEEDS_SAMPLES else 0
+    # Only coreset and typiclust compare the pool with the labeled images' embeddings.
+    everything = name in ("coreset", "typiclust")
+    scored = kind.score_batch(model, temperature, pool_x if everything else pool_x[unlabeled],
+                              kind.Options(), samples=samples, gradients=name in NEEDS_GRADIENTS,
+                              random_state=state)
+    if reduction:  # the plain measure names carry the chosen reduction's scores
+        scored.scores.update({m: scored.scores[f"{m}:{reduction}"] for m in list(scored.scores)
+                              if ":" not in m})
+    pool = scored.take(unlabeled) if everything else scored
+    picked = select_batch(name, k, pool, scored.embeddings[labeled] if everything else None,
+                          n_labeled=len(labeled), cold_start_labels=0, random_state=state)
+    return unlabeled[picked]
+
+
+def annotator_effort(model: Any, temperature: float, cfg: Config, images: np.ndarray,
+                     truth: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """SIMULATION: how much of each pre-annotation the annotator changes, per image.
+
+    The pre-annotation is the model's mask at the image's own size (class probabilities
+    upsampled bilinearly, then argmax, as the kind's pre_annotate paints it); the annotator
+    answers the true mask. Returns (changed: the share of all pixels whose class the answer
+    changes, unlabelled answers included, which is what the pipeline records as a label's
+    `changed`; changed_labelled: the same over the pixels the true mask labels).
+    """
+    import torch
+    import torch.nn.functional as F
+
+    from alpha.kinds import get_kind
+
+    kind = get_kind(KINDS[cfg.dataset])
+    probs = torch.from_numpy(kind.predict(model, images, temperature))
+    guess = F.interpolate(probs, size=truth.shape[1:], mode="bilinear",
+                          align_corners=False).argmax(dim=1).numpy()
+    differs = guess != truth
+    labelled = truth != 255
+    changed = differs.mean(axis=(1, 2))
+    changed_labelled = (differs & labelled).sum(axis=(1, 2)) / np.maximum(
+        1, labelled.sum(axis=(1, 2)))
+    return changed, changed_labelled
+
+
 def seed_set(cfg: Config, pool_x: np.ndarray, seed: int) -> np.ndarray:
     """The first labels, shared by every strategy: random, or TypiClust on pixel PCA (the
     cold start alpha offers when there is no model yet)."""
@@ -244,9 +421,21 @@ def run_strategy(strategy: str, seed: int, cfg: Config, models: Models) -> list[
             select_s = time.perf_counter() - start
             if len(np.unique(picked)) != len(picked) or np.isin(picked, labeled).any():
                 raise RuntimeError(f"{strategy} picked a labeled or repeated image")
-        rows.append(dict(dataset=cfg.dataset, strategy=strategy, seed=seed, round=round_,
-                         labels=int(len(labeled)), accuracy=accuracy,
-                         train_s=round(train_s, 3), select_s=round(select_s, 3)))
+        if is_segmentation(cfg.dataset):
+            row = dict(dataset=cfg.dataset, strategy=strategy, seed=seed, round=round_,
+                       labels=int(len(labeled)), miou=accuracy, train_s=round(train_s, 3),
+                       select_s=round(select_s, 3), changed=math.nan,
+                       changed_labelled=math.nan)
+            if cfg.effort and round_ < cfg.rounds:
+                changed, changed_labelled = annotator_effort(
+                    model, temperature, cfg, pool_x[picked], models.data[4][picked])
+                row.update(changed=float(changed.mean()),
+                           changed_labelled=float(changed_labelled.mean()))
+            rows.append(row)
+        else:
+            rows.append(dict(dataset=cfg.dataset, strategy=strategy, seed=seed, round=round_,
+                             labels=int(len(labeled)), accuracy=accuracy,
+                             train_s=round(train_s, 3), select_s=round(select_s, 3)))
         if round_ < cfg.rounds:
             labeled = np.concatenate([labeled, picked])
     return rows
@@ -261,18 +450,24 @@ def _init_worker(cfg: Config) -> None:
 
     global _DATA
     torch.set_num_threads(cfg.threads)
-    _DATA = load_data(cfg.dataset, cfg.pool)
+    _DATA = load_data(cfg.dataset, cfg.pool, cfg.train)
 
 
-def _task(args: tuple[str, Config, int, list[str]]) -> tuple[str, Any]:
-    kind, cfg, seed, strategies = args
+def _task(args: tuple[str, Config, int, list[str], dict | None]) -> tuple[str, Any]:
+    """One task; `preload` holds models already trained (the seed round's, shared)."""
+    kind, cfg, seed, strategies, preload = args
     if kind == "curve":
         models = Models(cfg, _DATA)
+        models.cache.update(preload or {})
         return kind, [row for s in strategies for row in run_strategy(s, seed, cfg, models)]
     if kind == "full":
         x = _DATA[0]
         _, _, accuracy, seconds = Models(cfg, _DATA).get(seed, np.arange(len(x)))
-        return kind, dict(seed=seed, accuracy=accuracy, train_s=seconds)
+        return kind, dict(seed=seed, **{METRICS[KINDS[cfg.dataset]]: accuracy}, train_s=seconds)
+    if kind == "round0":
+        models = Models(cfg, _DATA)
+        models.get(seed, seed_set(cfg, _DATA[0], seed))
+        return kind, (seed, models.cache)
     return kind, mc_check(cfg, _DATA)
 
 
@@ -362,8 +557,10 @@ def labels_to_reach(labels: np.ndarray, curve: np.ndarray, target: float) -> flo
     return float(x0 + (target - y0) * (x1 - x0) / (y1 - y0))
 
 
-def summarize(rows: list[dict], full: list[dict]) -> tuple[list[dict], list[dict]]:
-    """(curves: mean/CI per strategy and round, summary: one row per strategy)."""
+def summarize(rows: list[dict], full: list[dict], metric: str = "accuracy"
+              ) -> tuple[list[dict], list[dict]]:
+    """(curves: mean/CI per strategy and round, summary: one row per strategy) of the test
+    `metric` (the rows' and full-data records' key)."""
     strategies = list(dict.fromkeys(r["strategy"] for r in rows))
     seeds = sorted({r["seed"] for r in rows})
     rounds = sorted({r["round"] for r in rows})
@@ -374,8 +571,8 @@ def summarize(rows: list[dict], full: list[dict]) -> tuple[list[dict], list[dict
 
     labels = matrix(strategies[0], "labels")[0]
     span = labels[-1] - labels[0]
-    full_accuracy = float(np.mean([f["accuracy"] for f in full])) if full else math.nan
-    acc = {s: matrix(s, "accuracy") for s in strategies}
+    full_accuracy = float(np.mean([f[metric] for f in full])) if full else math.nan
+    acc = {s: matrix(s, metric) for s in strategies}
     auc = {s: np.trapezoid(acc[s], labels, axis=1) / span for s in strategies}
     base = "random" if "random" in acc else None
     random_mean = acc[base].mean(axis=0) if base else None
@@ -419,9 +616,11 @@ def _fmt(value: Any, digits: int = 3) -> str:
     return str(value)
 
 
-def table(summary: list[dict], labels_max: int, full_accuracy: float, pool_size: int) -> str:
+def table(summary: list[dict], labels_max: int, full_accuracy: float, pool_size: int,
+          metric: str = "accuracy") -> str:
     """The summary as a Markdown table (what the README and the closing note show)."""
-    head = ("| strategy | final acc ± 95% | AUC ± 95% | ΔAUC vs random ± 95% | rounds below "
+    short, name = ("acc", "accuracy") if metric == "accuracy" else ("mIoU", "mIoU")
+    head = (f"| strategy | final {short} ± 95% | AUC ± 95% | ΔAUC vs random ± 95% | rounds below "
             "random | labels to random's final (ratio) | labels to 95% (ratio) | labels to "
             "98% (ratio) | select s/round |")
     lines = [head, "|" + "---|" * 9]
@@ -442,8 +641,8 @@ def table(summary: list[dict], labels_max: int, full_accuracy: float, pool_size:
             f"| {reach(r['labels_to_98'], r.get('ratio_98', math.nan))} "
             f"| {_fmt(r['select_s'], 2)} |"
         )
-    lines.append(f"\nFull-data accuracy (all {pool_size} labels): {100 * full_accuracy:.2f}%; "
-                 "95%/98% targets are shares of it. AUC = mean accuracy over the label range.")
+    lines.append(f"\nFull-data {name} (all {pool_size} labels): {100 * full_accuracy:.2f}%; "
+                 f"95%/98% targets are shares of it. AUC = mean {name} over the label range.")
     return "\n".join(lines)
 
 
@@ -455,7 +654,8 @@ def write_csv(path: Path, rows: Iterable[dict]) -> None:
         writer.writerows(rows)
 
 
-def plot(curves: list[dict], full_accuracy: float, title: str, path: Path) -> None:
+def plot(curves: list[dict], full_accuracy: float, title: str, path: Path,
+         ylabel: str = "test accuracy") -> None:
     try:
         import matplotlib
 
@@ -477,7 +677,7 @@ def plot(curves: list[dict], full_accuracy: float, title: str, path: Path) -> No
         for share in (0.95, 0.98):
             ax.axhline(share * full_accuracy, color="grey", ls=":", lw=1)
     ax.set_xlabel("labels")
-    ax.set_ylabel("test accuracy (mean, 95% interval)")
+    ax.set_ylabel(f"{ylabel} (mean, 95% interval)")
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
@@ -486,17 +686,35 @@ def plot(curves: list[dict], full_accuracy: float, title: str, path: Path) -> No
 
 
 # ---- command line -------------------------------------------------------------------------
-def parse(argv: list[str] | None = None) -> tuple[Config, bool]:
+def segmentation_strategies(quick: bool = False) -> str:
+    """random, the default strategy under the kind's default reduction and under each other
+    reduction, and top-k margin, entropy and BALD (T = --mc-samples), all under the default
+    reduction. --quick leaves out entropy and BALD to fit its time (BALD's scoring costs 5x
+    a single pass); add them with --strategies."""
+    from alpha.kinds import get_kind
+
+    default = get_kind("semantic").Options().reduction
+    others = [f"default/{how}" for how in REDUCED if how != default]
+    return ",".join(["random", "default", *others, "margin",
+                     *([] if quick else ["entropy", "bald"])])
+
+
+def parse(argv: list[str] | None = None) -> tuple[Config, argparse.Namespace]:
     from alpha.strategies import DEFAULT_COLD_START_LABELS, STRATEGIES
+    from alpha.strategies.reductions import REDUCTIONS
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dataset", choices=sorted(PRESETS), default="digits")
-    p.add_argument("--strategies", default=DEFAULT_STRATEGIES,
+    p.add_argument("--strategies", default=None,
                    help=f"comma-separated: default, {', '.join(STRATEGIES)}, "
                         f"{', '.join(PEERS)}; add @mc to score with fast MC dropout "
                         "(e.g. margin@mc), :N to cluster N x batch candidates "
-                        "(cluster_margin:3) (default: %(default)s)")
+                        "(cluster_margin:3). Segmentation: no peers, @mc or :N; /REDUCTION "
+                        f"ranks by that reduction of the pixel maps ({', '.join(REDUCTIONS)}: "
+                        "default/mean) (default: classification "
+                        f"{DEFAULT_STRATEGIES}; camvid random, default, default/<each other "
+                        "reduction>, margin, and entropy and bald but not with --quick)")
     p.add_argument("--quick", action="store_true", help="a smaller run that takes minutes")
     for name in ("pool", "initial", "batch", "rounds", "seeds"):
         p.add_argument(f"--{name}", type=int, help="default: per dataset")
@@ -505,14 +723,15 @@ def parse(argv: list[str] | None = None) -> tuple[Config, bool]:
     p.add_argument("--mc-samples", type=int, default=20)
     p.add_argument("--cold-start", type=int, default=DEFAULT_COLD_START_LABELS,
                    help="'default' uses typiclust below this many labels (default: alpha's, "
-                        "one per class); the other strategies never switch")
+                        "one per class); the other strategies never switch (classification "
+                        "only: segmentation never switches)")
     p.add_argument("--jobs", type=int, default=max(1, (os.cpu_count() or 1)))
     p.add_argument("--threads", type=int, default=1, help="torch threads per job")
     p.add_argument("--out", default=None, help="default: bench/results/<dataset>")
     p.add_argument("--report-only", action="store_true",
                    help="rewrite the table, CSVs and plot from --out's rounds.csv and run.json")
     # Training shared by every strategy: alpha.config.TrainSettings, whose defaults (what
-    # alpha trains with) apply to every flag not given.
+    # alpha trains with) apply to every flag not given (segmentation: the preset's first).
     p.add_argument("--epochs", type=int)
     p.add_argument("--min-steps", type=int)
     p.add_argument("--learning-rate", type=float)
@@ -521,24 +740,43 @@ def parse(argv: list[str] | None = None) -> tuple[Config, bool]:
     p.add_argument("--augment", action=argparse.BooleanOptionalAction)
     p.add_argument("--refit", action=argparse.BooleanOptionalAction,
                    help="train again on every label after calibrating on the held-out split")
+    p.add_argument("--train-batch", type=int, help="segmentation: images per training step")
+    p.add_argument("--image-size", type=int, help="segmentation: the model's input width")
+    p.add_argument("--image-height", type=int, help="segmentation: the model's input height")
+    p.add_argument("--val-fraction", type=float,
+                   help="segmentation: the held-out share (0: train once on every label)")
     p.add_argument("--baal-mc", choices=("fast", "full"), default="fast",
                    help="samples baal's BALD ranks: ours (fast MC, the same distribution) or "
                         "baal's own full-network MC dropout (20x the scoring time)")
     p.add_argument("--seed-set", choices=("random", "typiclust"), default="random",
                    help="how the first labels are chosen (the same for every strategy)")
     p.add_argument("--mc-check", action=argparse.BooleanOptionalAction, default=True,
-                   help="time fast vs full MC dropout and compare with baal")
+                   help="time fast vs full MC dropout and compare with baal (classification)")
+    p.add_argument("--effort", action=argparse.BooleanOptionalAction, default=True,
+                   help="segmentation: measure the share of each selected image's "
+                        "pre-annotation the simulated annotator changes")
+    p.add_argument("--extras", default=None,
+                   help=f"segmentation: run only these measurements ({', '.join(EXTRAS)}), "
+                        "not the loop; they write extras.json and extras.md under --out")
+    p.add_argument("--memory-child", help=argparse.SUPPRESS)  # "images,samples": one run
     a = p.parse_args(argv)
 
+    segmentation = is_segmentation(a.dataset)
     sizes = dict(PRESETS[a.dataset])
     if a.quick:
         sizes.update(QUICK[a.dataset])
     for name in sizes:
         if getattr(a, name) is not None:
             sizes[name] = getattr(a, name)
+    if a.strategies is None:
+        a.strategies = segmentation_strategies(a.quick) if segmentation else DEFAULT_STRATEGIES
     strategies = [s.strip() for s in a.strategies.split(",") if s.strip()]
-    unknown = [s for s in strategies
-               if s.split(":")[0].removesuffix("@mc") not in (*STRATEGIES, *PEERS, "default")]
+    if segmentation:
+        unknown = [s for s in strategies if s.partition("/")[0] not in (*STRATEGIES, "default")
+                   or (s.partition("/")[2] or "mean") not in REDUCTIONS]
+    else:
+        unknown = [s for s in strategies
+                   if s.split(":")[0].removesuffix("@mc") not in (*STRATEGIES, *PEERS, "default")]
     if unknown:
         p.error(f"unknown strategies {unknown}")
     strategies = [s for s in strategies if _available(s)]
@@ -546,11 +784,26 @@ def parse(argv: list[str] | None = None) -> tuple[Config, bool]:
                  augment=a.augment, weight_decay=a.weight_decay, refit=a.refit,
                  widths=tuple(int(w) for w in a.widths.split(",")) if a.widths else None)
     train = {name: value for name, value in train.items() if value is not None}
+    segmentation_only = dict(batch_size=a.train_batch, image_size=a.image_size,
+                             image_height=a.image_height, val_fraction=a.val_fraction)
+    segmentation_only = {n: v for n, v in segmentation_only.items() if v is not None}
+    if segmentation:  # the preset's training, then the flags given
+        train = {**SEGMENTATION_TRAIN[a.dataset],
+                 **(SEGMENTATION_QUICK[a.dataset] if a.quick else {}), **train,
+                 **segmentation_only}
+    elif segmentation_only or a.extras:
+        p.error("--train-batch, --image-size, --image-height, --val-fraction and --extras are "
+                "for segmentation datasets")
+    if a.extras:
+        a.extras = [e.strip() for e in a.extras.split(",") if e.strip()]
+        if set(a.extras) - set(EXTRAS):
+            p.error(f"unknown extras {sorted(set(a.extras) - set(EXTRAS))}: "
+                    f"choose from {', '.join(EXTRAS)}")
     return Config(dataset=a.dataset, strategies=strategies, full_seeds=a.full_seeds,
                   mc_samples=a.mc_samples, cold_start=a.cold_start, jobs=a.jobs,
                   threads=a.threads, out=a.out or f"bench/results/{a.dataset}", train=train,
-                  baal_mc=a.baal_mc, mc_check=a.mc_check, seed_set=a.seed_set,
-                  **sizes), a.report_only
+                  baal_mc=a.baal_mc, mc_check=a.mc_check and not segmentation,
+                  seed_set=a.seed_set, effort=a.effort, **sizes), a
 
 
 def _available(strategy: str) -> bool:
@@ -570,13 +823,16 @@ def _available(strategy: str) -> bool:
 
 def run(cfg: Config) -> tuple[list[dict], dict[str, Any]]:
     """Every task on cfg.jobs processes: (curve rows, run record with full-data and MC)."""
+    if is_segmentation(cfg.dataset):
+        return run_segmentation(cfg)
     family = dict(FAMILY, **({"baal-bald": "bald"} if cfg.baal_mc == "fast" else {}))
     families: dict[str, list[str]] = {}
     for s in cfg.strategies:
         families.setdefault(family.get(s, s), []).append(s)
-    tasks: list[tuple[str, Config, int, list[str]]] = [("mc", cfg, 0, [])] if cfg.mc_check else []
-    tasks += [("full", cfg, seed, []) for seed in range(cfg.full_seeds)]
-    tasks += [("curve", cfg, seed, group) for group in families.values()
+    tasks: list[tuple[str, Config, int, list[str], dict | None]] = (
+        [("mc", cfg, 0, [], None)] if cfg.mc_check else [])
+    tasks += [("full", cfg, seed, [], None) for seed in range(cfg.full_seeds)]
+    tasks += [("curve", cfg, seed, group, None) for group in families.values()
               for seed in range(cfg.seeds)]
     print(f"{cfg.dataset}: {len(tasks)} tasks on {cfg.jobs} processes; "
           f"strategies {', '.join(cfg.strategies)}", flush=True)
@@ -607,21 +863,132 @@ def run(cfg: Config) -> tuple[list[dict], dict[str, Any]]:
     return rows, record
 
 
+def run_segmentation(cfg: Config) -> tuple[list[dict], dict[str, Any]]:
+    """run() for a segmentation kind: first each seed's seed-round model (every strategy
+    starts from it, so it trains once per seed, not once per strategy) beside the full-data
+    trainings, then one task per strategy and seed (4-5 trainings each, so the processes
+    stay busy to the end)."""
+    from alpha.config import TrainSettings
+    from alpha.kinds import get_kind
+
+    started = time.perf_counter()
+    first = [("round0", cfg, seed, [], None) for seed in range(cfg.seeds)]
+    first += [("full", cfg, seed, [], None) for seed in range(cfg.full_seeds)]
+    total = len(first) + cfg.seeds * len(cfg.strategies)
+    print(f"{cfg.dataset}: {total} tasks on {cfg.jobs} processes; strategies "
+          f"{', '.join(cfg.strategies)}", flush=True)
+    rows: list[dict] = []
+    full: list[dict] = []
+    seeded: dict[int, dict] = {}
+    done = 0
+    with get_context("spawn").Pool(cfg.jobs, _init_worker, (cfg,)) as workers:
+        for kind, value in workers.imap_unordered(_task, first):
+            if kind == "full":
+                full.append(value)
+            else:
+                seeded[value[0]] = value[1]
+            done += 1
+            print(f"  {done}/{total} tasks ({kind}), {time.perf_counter() - started:.0f} s",
+                  flush=True)
+        tasks = [("curve", cfg, seed, [s], seeded[seed]) for seed in range(cfg.seeds)
+                 for s in cfg.strategies]
+        for _, value in workers.imap_unordered(_task, tasks):
+            rows += value
+            done += 1
+            print(f"  {done}/{total} tasks ({value[0]['strategy']}, seed {value[0]['seed']}),"
+                  f" {time.perf_counter() - started:.0f} s", flush=True)
+    order = {s: i for i, s in enumerate(cfg.strategies)}
+    rows.sort(key=lambda r: (order[r["strategy"]], r["seed"], r["round"]))
+    full.sort(key=lambda f: f["seed"])
+    data = load_data(cfg.dataset, cfg.pool, cfg.train)
+    kind = get_kind(KINDS[cfg.dataset])
+    training = TrainSettings(threads=cfg.threads, **cfg.train).model_dump(
+        exclude={"random_state"})
+    record = dict(config=asdict(cfg), training=training, kind=kind.NAME, metric="miou",
+                  reduction=kind.Options().reduction, test_set=data[6],
+                  command=" ".join(["python", *sys.argv]), pool_size=len(data[0]),
+                  test_size=len(data[2]), full_data=full,
+                  seconds=time.perf_counter() - started, mc_check={})
+    return rows, record
+
+
+def round_table(curves: list[dict], metric: str = "accuracy") -> str:
+    """Mean ± 95% of the metric (in %) per strategy and round, as a Markdown table."""
+    strategies = list(dict.fromkeys(c["strategy"] for c in curves))
+    labels = [c["labels"] for c in curves if c["strategy"] == strategies[0]]
+    name = "mIoU" if metric == "miou" else metric
+    lines = [f"| {name} % at labels | " + " | ".join(str(n) for n in labels) + " |",
+             "|---|" + "---|" * len(labels)]
+    for s in strategies:
+        cells = [f"{100 * c['mean']:.1f} ± {100 * c['ci95']:.1f}" for c in curves
+                 if c["strategy"] == s]
+        lines.append(f"| {s} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def effort_summary(rows: list[dict]) -> tuple[list[dict], str]:
+    """The annotator's changes per strategy and round (mean over seeds of each seed's mean
+    over the batch, ± 95%), as rows and a Markdown table; empty without effort columns."""
+    if not rows or "changed" not in rows[0]:
+        return [], ""
+    strategies = list(dict.fromkeys(r["strategy"] for r in rows))
+    seeds = sorted({r["seed"] for r in rows})
+    rounds = sorted({r["round"] for r in rows})[:-1]  # the last round selects nothing
+    out: list[dict] = []
+    for s in strategies:
+        for key in ("changed", "changed_labelled"):
+            lookup = {(r["seed"], r["round"]): r[key] for r in rows if r["strategy"] == s}
+            values = np.array([[lookup[d, q] for q in rounds] for d in seeds], dtype=np.float64)
+            if np.isnan(values).all():
+                return [], ""
+            mean, half = interval(values)
+            overall, overall_half = interval(values.mean(axis=1))
+            labels = [r["labels"] for r in rows if r["strategy"] == s and r["seed"] == seeds[0]]
+            out += [dict(strategy=s, measure=key, round=q, labels=labels[q], mean=mean[q],
+                         ci95=half[q]) for q in rounds]
+            out.append(dict(strategy=s, measure=key, round="all", labels="", mean=float(overall),
+                            ci95=float(overall_half)))
+    labels = [r["labels"] for r in out if r["strategy"] == strategies[0]
+              and r["measure"] == "changed" and r["round"] != "all"]
+    lines = ["| pixels changed %, batch picked at labels | "
+             + " | ".join(str(n) for n in labels) + " | all rounds | (labelled pixels only) |",
+             "|---|" + "---|" * (len(labels) + 2)]
+    for s in strategies:
+        mine = [r for r in out if r["strategy"] == s]
+        cells = [f"{100 * r['mean']:.1f} ± {100 * r['ci95']:.1f}" for r in mine
+                 if r["measure"] == "changed"]
+        labelled = next(r for r in mine if r["measure"] == "changed_labelled"
+                        and r["round"] == "all")
+        lines.append(f"| {s} | " + " | ".join(cells)
+                     + f" | {100 * labelled['mean']:.1f} ± {100 * labelled['ci95']:.1f} |")
+    return out, "\n".join(lines)
+
+
 def report(rows: list[dict], record: dict[str, Any], out: Path) -> None:
     """Write the CSVs, the table and the plot from a run's rows and record, and print."""
     cfg = record["config"]
-    curves, summary = summarize(rows, record["full_data"])
-    accuracies = [f["accuracy"] for f in record["full_data"]]
+    metric = record.get("metric", "accuracy")
+    curves, summary = summarize(rows, record["full_data"], metric)
+    accuracies = [f[metric] for f in record["full_data"]]
     full_accuracy = float(np.mean(accuracies)) if accuracies else math.nan
     labels_max = cfg["initial"] + cfg["rounds"] * cfg["batch"]
     write_csv(out / "rounds.csv", rows)
     write_csv(out / "curves.csv", curves)
     write_csv(out / "summary.csv", summary)
     (out / "run.json").write_text(json.dumps(record, indent=2, default=str))
-    text = table(summary, labels_max, full_accuracy, record["pool_size"])
+    text = table(summary, labels_max, full_accuracy, record["pool_size"], metric)
+    if metric != "accuracy":  # segmentation: the curves and the annotator's effort too
+        text += "\n\n" + round_table(curves, metric)
+        text += (f"\n\nTest set: {record.get('test_set')}. Full-data mIoU per training: "
+                 + ", ".join(f"{100 * f[metric]:.2f}%" for f in record["full_data"]) + ".")
+        effort, effort_text = effort_summary(rows)
+        if effort:
+            write_csv(out / "effort.csv", effort)
+            text += "\n\n" + effort_text
     (out / "summary.md").write_text(text + "\n")
     plot(curves, full_accuracy, f"{cfg['dataset']}: {cfg['seeds']} seeds, {cfg['initial']} "
-         f"seed labels + {cfg['rounds']} x {cfg['batch']}", out / "curves.png")
+         f"seed labels + {cfg['rounds']} x {cfg['batch']}", out / "curves.png",
+         "test mIoU" if metric == "miou" else "test accuracy")
     print(text)
     print(mc_summary(record["mc_check"]))
 
@@ -630,17 +997,256 @@ def _read_rows(path: Path) -> list[dict]:
     with path.open() as handle:
         rows = list(csv.DictReader(handle))
     for row in rows:
-        for key in ("seed", "round", "labels"):
-            row[key] = int(row[key])
-        for key in ("accuracy", "train_s", "select_s"):
-            row[key] = float(row[key])
+        for key in row:
+            if key in ("seed", "round", "labels"):
+                row[key] = int(row[key])
+            elif key not in ("dataset", "strategy"):
+                row[key] = float(row[key])
     return rows
 
 
-def main(argv: list[str] | None = None) -> None:
-    cfg, report_only = parse(argv)
+# ---- extras: segmentation cost, measured on their own ---------------------------------------
+def _extras_model(cfg: Config, data: tuple) -> Any:
+    """A model of the benchmark's architecture, briefly trained on 10 pool images (scoring
+    and memory cost depend on the architecture and input size, not on the weights)."""
+    from alpha.config import TrainSettings
+    from alpha.kinds import get_kind
+
+    kind = get_kind(KINDS[cfg.dataset])
+    settings = TrainSettings(threads=cfg.threads, random_state=0,
+                             **{**cfg.train, "epochs": 1, "min_steps": 5})
+    return kind.train(data[0][:10], data[1][:10], data[5], settings, kind.Options()).model
+
+
+def scoring_cost(cfg: Config, images: int = 128, repeats: int = 2) -> dict[str, Any]:
+    """Images per second through the kind's score_batch (every measure under every
+    reduction) with one pass and with T Monte-Carlo samples, and through pre_annotate at
+    CamVid's stored size (the masks pushed to Label Studio, brush RLE included); the best
+    of `repeats` timings, cfg.threads torch threads."""
+    import torch
+
+    from alpha.kinds import get_kind
+
+    torch.set_num_threads(cfg.threads)
+    kind = get_kind(KINDS[cfg.dataset])
+    data = load_data(cfg.dataset, 0, cfg.train)
+    model = _extras_model(cfg, data)
+    x = data[0][np.arange(images) % len(data[0])]
+    height, width = data[4].shape[1:]
+    result: dict[str, Any] = dict(images=images, threads=cfg.threads,
+                                  input=list(kind.input_size(cfg.train)), runs={})
+    for label, samples in (("one pass", 0), ("MC T=10", 10), ("MC T=20", 20)):
+        seconds = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            kind.score_batch(model, 1.0, x, kind.Options(), samples=samples, random_state=0)
+            seconds.append(time.perf_counter() - start)
+        result["runs"][label] = dict(seconds=min(seconds), images_per_s=images / min(seconds))
+    few = x[:32]
+    start = time.perf_counter()
+    kind.pre_annotate(model, 1.0, few, [(width, height)] * len(few), data[5], kind.Options())
+    seconds = time.perf_counter() - start
+    result["runs"][f"pre-annotate at {width}x{height}"] = dict(
+        seconds=seconds, images_per_s=len(few) / seconds)
+    return result
+
+
+def _rss_mib(field: str) -> float:
+    """VmRSS (now) or VmHWM (peak since the last reset) of this process, in MiB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def memory_child(cfg: Config, images: int, samples: int, checkpoint: str) -> dict[str, Any]:
+    """In a fresh process: peak memory of scoring `images` pool images the way alpha.score
+    does, in chunks of loop.score_batch_size decoded one at a time (so the pool is never in
+    memory at once). The pool repeats CamVid's train frames (367, kept as uint8 at the
+    model's size) as often as needed; the model is the parent's, from its checkpoint.
+
+    The peak is the kernel's high-water mark (VmHWM), reset just before scoring (Linux's
+    /proc/self/clear_refs), so what loading did before does not hide it."""
+    import gc
+    import tracemalloc
+
+    import torch
+
+    from alpha.config import LoopSettings
+    from alpha.datasets import load_camvid
+    from alpha.kinds import get_kind
+    from alpha.strategies import BatchScores
+
+    torch.set_num_threads(cfg.threads)
+    kind = get_kind(KINDS[cfg.dataset])
+    model, temperature, _, _ = kind.load_checkpoint(Path(checkpoint).read_bytes())
+    size = kind.input_size(cfg.train)
+    frames = np.stack([np.asarray(resize_images(image[None], size)[0] * 255 + 0.5, np.uint8)
+                       for image in load_camvid(split="train").images])
+    gc.collect()
+    chunk = LoopSettings().score_batch_size
+    before = _rss_mib("VmRSS")
+    try:
+        Path("/proc/self/clear_refs").write_text("5")  # reset the high-water mark
+        reset = True
+    except OSError:
+        reset = False
+    tracemalloc.start()
+    start = time.perf_counter()
+    parts = []
+    for first in range(0, images, chunk):
+        index = np.arange(first, min(images, first + chunk)) % len(frames)
+        batch = frames[index].astype(np.float32) / 255.0  # what decode_batch hands the kind
+        parts.append(kind.score_batch(model, temperature, batch, kind.Options(),
+                                      samples=samples, random_state=0))
+        del batch
+    scores = BatchScores.concatenate(parts)
+    seconds = time.perf_counter() - start
+    _, traced_peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    peak = _rss_mib("VmHWM")  # without the reset: the process's peak, loading included
+    return dict(images=images, samples=samples, chunk=chunk, seconds=seconds,
+                rss_before_mib=before, peak_rss_mib=peak, scoring_rss_mib=peak - before,
+                hwm_reset=reset, traced_peak_mib=traced_peak / 2**20,
+                kept_scores_mib=(sum(v.nbytes for v in scores.scores.values())
+                                 + scores.embeddings.nbytes) / 2**20)
+
+
+def memory_cost(cfg: Config, argv: list[str]) -> list[dict[str, Any]]:
+    """memory_child for 1,000 and 4,000 images, one pass and T=20, each in its own process
+    (a fresh process per measurement: nothing earlier has grown its heap)."""
+    import tempfile
+
+    from alpha.config import TrainSettings
+    from alpha.kinds import get_kind
+    from alpha.kinds.base import Trained
+
+    kind = get_kind(KINDS[cfg.dataset])
+    data = load_data(cfg.dataset, 0, cfg.train)
+    settings = TrainSettings(threads=cfg.threads, random_state=0, **cfg.train)
+    checkpoint = kind.save_checkpoint(Trained(_extras_model(cfg, data), 1.0), data[5], settings)
+    results = []
+    with tempfile.NamedTemporaryFile(suffix=".pt") as handle:
+        handle.write(checkpoint)
+        handle.flush()
+        for samples in (0, 20):
+            for images in (1000, 4000):
+                command = [sys.executable, __file__, *argv,
+                           "--memory-child", f"{images},{samples},{handle.name}"]
+                done = subprocess.run(command, capture_output=True, text=True, check=True)
+                results.append(json.loads(done.stdout.strip().splitlines()[-1]))
+                print(f"  memory: {results[-1]}", flush=True)
+    return results
+
+
+def rle_cost(frames: int = 20, big_frames: int = 5) -> list[dict[str, Any]]:
+    """Label Studio brush RLE (label_studio_sdk.converter.brush) encode and decode time per
+    mask: one 0/255 mask per class present in each CamVid frame, at the stored 240x180 and
+    upscaled 4x by nearest neighbour to 960x720 (CamVid's original size), checked to
+    round-trip."""
+    from label_studio_sdk.converter.brush import decode_rle, mask2rle
+
+    from alpha.datasets import load_camvid
+
+    masks = load_camvid(split="train").masks
+    results = []
+    for factor, count in ((1, frames), (4, big_frames)):
+        encode, decode, sizes, per_frame = [], [], [], []
+        for mask in masks[:count]:
+            big = np.repeat(np.repeat(mask, factor, axis=0), factor, axis=1)
+            frame_s = 0.0
+            for c in np.unique(big):
+                if c == 255:
+                    continue
+                binary = np.where(big == c, 255, 0).astype(np.uint8)
+                start = time.perf_counter()
+                rle = mask2rle(binary)
+                middle = time.perf_counter()
+                back = decode_rle(rle)
+                end = time.perf_counter()
+                if not np.array_equal(back.reshape(*big.shape, 4)[..., 3], binary):
+                    raise RuntimeError("brush RLE did not round-trip")
+                encode.append(middle - start)
+                decode.append(end - middle)
+                sizes.append(len(rle))
+                frame_s += end - start
+            per_frame.append(frame_s)
+        height, width = masks.shape[1] * factor, masks.shape[2] * factor
+        results.append(dict(size=f"{width}x{height}", frames=count, masks=len(encode),
+                            encode_ms=1000 * float(np.mean(encode)),
+                            decode_ms=1000 * float(np.mean(decode)),
+                            rle_values=float(np.mean(sizes)),
+                            frame_ms=1000 * float(np.mean(per_frame))))
+    return results
+
+
+def extras_table(extras: dict[str, Any]) -> str:
+    lines = []
+    if "scoring" in extras:
+        s = extras["scoring"]
+        lines += [f"Scoring {s['images']} images at {s['input'][0]}x{s['input'][1]}, "
+                  f"{s['threads']} torch thread(s):", "",
+                  "| scoring | images/s | seconds |", "|---|---|---|"]
+        lines += [f"| {name} | {r['images_per_s']:.1f} | {r['seconds']:.2f} |"
+                  for name, r in s["runs"].items()]
+        lines.append("")
+    if "memory" in extras:
+        lines += ["| pool images (CamVid frames repeated) | MC samples | RSS before MiB | peak "
+                  "RSS while scoring MiB | growth MiB | numpy peak (tracemalloc) MiB | scores "
+                  "kept MiB | seconds |", "|---|---|---|---|---|---|---|---|"]
+        lines += [f"| {m['images']} | {m['samples'] or '-'} | {m['rss_before_mib']:.0f} | "
+                  f"{m['peak_rss_mib']:.0f} | {m['scoring_rss_mib']:.0f} | "
+                  f"{m['traced_peak_mib']:.1f} | {m['kept_scores_mib']:.2f} | "
+                  f"{m['seconds']:.1f} |" for m in extras["memory"]]
+        lines.append("")
+    if "rle" in extras:
+        lines += ["| brush RLE, 0/255 mask | masks | encode ms/mask | decode ms/mask | RLE "
+                  "values | ms per frame (all its classes, both ways) |",
+                  "|---|---|---|---|---|---|"]
+        lines += [f"| {r['size']} | {r['masks']} ({r['frames']} frames) | {r['encode_ms']:.2f} | "
+                  f"{r['decode_ms']:.2f} | {r['rle_values']:.0f} | {r['frame_ms']:.1f} |"
+                  for r in extras["rle"]]
+    return "\n".join(lines)
+
+
+def run_extras(cfg: Config, which: list[str], argv: list[str]) -> None:
     out = Path(cfg.out)
-    if report_only:
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "extras.json"
+    extras: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {}
+    child_argv = [a for a in argv if not a.startswith("--extras")]
+    if "--extras" in argv:  # "--extras X" as two words
+        i = argv.index("--extras")
+        child_argv = argv[:i] + argv[i + 2:]
+    started = time.perf_counter()
+    for name in which:
+        begun = time.perf_counter()
+        if name == "scoring":
+            extras["scoring"] = scoring_cost(cfg)
+        elif name == "memory":
+            extras["memory"] = memory_cost(cfg, child_argv)
+        else:
+            extras["rle"] = rle_cost()
+        extras.setdefault("commands", {})[name] = " ".join(["python", *sys.argv])
+        extras.setdefault("seconds", {})[name] = time.perf_counter() - begun
+        path.write_text(json.dumps(extras, indent=2))
+    text = extras_table(extras)
+    (out / "extras.md").write_text(text + "\n")
+    print(text)
+    print(f"wrote {out}/extras.json, extras.md in {time.perf_counter() - started:.0f} s")
+
+
+def main(argv: list[str] | None = None) -> None:
+    cfg, options = parse(argv)
+    out = Path(cfg.out)
+    if options.memory_child:
+        images, samples, checkpoint = options.memory_child.split(",", 2)
+        print(json.dumps(memory_child(cfg, int(images), int(samples), checkpoint)))
+        return
+    if options.extras:
+        run_extras(cfg, options.extras, sys.argv[1:] if argv is None else argv)
+        return
+    if options.report_only:
         report(_read_rows(out / "rounds.csv"), json.loads((out / "run.json").read_text()), out)
         return
     out.mkdir(parents=True, exist_ok=True)
