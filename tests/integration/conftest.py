@@ -204,6 +204,29 @@ CHROMIUM_ARGS = [
 ]
 
 
+def open_task_page(page, project: LabelStudioProject, credentials: dict, task_id: int,
+                   width: int) -> None:
+    """Log in as a person does and open a task's labeling page until its image (of natural
+    width `width`) is drawn: the page fetches it from S3 (a CORS request) into a blob."""
+    page.goto(f"{project.url}/user/login/")
+    page.fill("input[name=email]", credentials["username"])
+    page.fill("input[name=password]", credentials["password"])
+    page.click("button[type=submit]")
+    page.wait_for_url(lambda url: "/user/login" not in url, timeout=30_000)
+    page.goto(f"{project.url}/projects/{project.project_id}/data?task={task_id}")
+    page.wait_for_function(
+        "() => Array.from(document.querySelectorAll('img')).some("
+        f"i => i.src.startsWith('blob:') && i.complete && i.naturalWidth === {width})",
+        timeout=60_000,
+    )
+
+
+@pytest.fixture(scope="session")
+def task_page():
+    """`open_task_page(page, project, credentials, task_id, width)` for the browser tests."""
+    return open_task_page
+
+
 @pytest.fixture(scope="module")
 def browser():
     """Debian's Chromium, headless, through Playwright (skipped where either is missing)."""

@@ -16,7 +16,7 @@ pytestmark = pytest.mark.integration
 
 
 def test_a_pushed_task_shows_its_image_and_preannotation(
-    browser, project, images, push_items, labels, ls_credentials, tmp_path
+    browser, project, images, push_items, labels, ls_credentials, task_page, tmp_path
 ):
     image = images[0]
     item = push_items([image], seed=5)[0]
@@ -32,19 +32,7 @@ def test_a_pushed_task_shows_its_image_and_preannotation(
     s3_responses = []
     context.on("response", lambda r: s3_responses.append(r)
                if r.url.startswith(project.store.endpoint) else None)
-    page.goto(f"{project.url}/user/login/")
-    page.fill("input[name=email]", ls_credentials["username"])
-    page.fill("input[name=password]", ls_credentials["password"])
-    page.click("button[type=submit]")
-    page.wait_for_url(lambda url: "/user/login" not in url, timeout=30_000)
-
-    page.goto(f"{project.url}/projects/{project.project_id}/data?task={task_id}")
-    # The labeling page fetches the image (a CORS request to S3) and draws it from a blob.
-    page.wait_for_function(
-        "() => Array.from(document.querySelectorAll('img')).some("
-        "i => i.src.startsWith('blob:') && i.complete && i.naturalWidth === 32)",
-        timeout=60_000,
-    )
+    task_page(page, project, ls_credentials, task_id, 32)
     checked = page.evaluate(
         "() => Array.from(document.querySelectorAll('input[type=checkbox]:checked'))"
         ".map(i => (i.closest('label') || {}).innerText || '')"

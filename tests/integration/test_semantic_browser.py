@@ -87,7 +87,7 @@ def saturation(rgb: tuple[int, int, int]) -> int:
 
 
 def test_a_pushed_mask_is_painted_over_its_image(browser, project, store, settings,
-                                                 ls_credentials, tmp_path):
+                                                 ls_credentials, task_page, tmp_path):
     kind = get_kind("semantic")
     colours = label_colours(kind.label_config(LABELS, settings.task.options))
     # The most colourful class, so that its paint cannot be mistaken for the grey image.
@@ -112,18 +112,7 @@ def test_a_pushed_mask_is_painted_over_its_image(browser, project, store, settin
     context = browser.new_context(viewport={"width": 1400, "height": 900},
                                   service_workers="block")
     page = context.new_page()
-    page.goto(f"{project.url}/user/login/")
-    page.fill("input[name=email]", ls_credentials["username"])
-    page.fill("input[name=password]", ls_credentials["password"])
-    page.click("button[type=submit]")
-    page.wait_for_url(lambda url: "/user/login" not in url, timeout=30_000)
-
-    page.goto(f"{project.url}/projects/{project.project_id}/data?task={task_id}")
-    page.wait_for_function(
-        "() => Array.from(document.querySelectorAll('img')).some("
-        f"i => i.src.startsWith('blob:') && i.complete && i.naturalWidth === {W})",
-        timeout=60_000,
-    )
+    task_page(page, project, ls_credentials, task_id, W)
     # The brush region is drawn on a canvas of its own once the image has been laid out; the
     # stage is resized while the panels settle, so wait for the painting to be complete.
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
