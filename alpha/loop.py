@@ -151,13 +151,12 @@ def pre_annotations(ctx: RoundContext, version: str, items: list[dict]
     read any more (deleted or changed since scoring)."""
     loaded = load_model(ctx.store, version)
     kind = get_kind(loaded.kind)
-    images, sizes, readable, problems = model_images(
-        ctx.store, loaded, [item["key"] for item in items])
-    made = kind.pre_annotate(loaded.model, loaded.temperature, images, sizes, loaded.labels,
-                             ctx.settings.task.options) if readable else []
+    decoded = model_images(ctx.store, loaded, [item["key"] for item in items])
+    made = kind.pre_annotate(loaded.model, loaded.temperature, decoded.images, decoded.sizes,
+                             loaded.labels, ctx.settings.task.options) if decoded.readable else []
     pushed = [PushItem(items[i]["image_id"], items[i]["key"], pre.result, pre.score)
-              for i, pre in zip(readable, made, strict=True)]
-    return pushed, problems
+              for i, pre in zip(decoded.readable, made, strict=True)]
+    return pushed, decoded.problems
 
 
 def push_step(ctx: RoundContext, round_id: str) -> dict:

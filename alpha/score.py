@@ -3,7 +3,7 @@
 Memory is bounded by the batch, not the pool: the kind reduces each batch to what selection
 needs (alpha.strategies.BatchScores: a score per measure, an embedding, a predicted class),
 so no probability map, Monte-Carlo sample or pixel outlives its batch. The next batch is
-fetched while the current one is decoded and scored, since S3 latency, not compute,
+fetched and decoded while the current one is scored, since S3 latency, not compute,
 usually limits scoring.
 """
 
@@ -17,11 +17,10 @@ from itertools import islice
 import numpy as np
 
 from alpha.config import Settings
-from alpha.images import decode_batch
 from alpha.kinds import get_kind
 from alpha.store import ImageRef, Store
 from alpha.strategies import BatchScores
-from alpha.train import LoadedModel, fetch_images
+from alpha.train import Decoded, LoadedModel, fetch_decoded
 
 
 @dataclass
@@ -80,33 +79,25 @@ def score_pool(
     parts: list[BatchScores] = []
     skipped: list[str] = []
 
-    def fetch(chunk: list[ImageRef]) -> tuple[list[ImageRef], list[bytes | None], list[str]]:
-        blobs, missing = fetch_images(store, [ref.key for ref in chunk])
-        return chunk, blobs, missing
+    def fetch(chunk: list[ImageRef]) -> tuple[list[ImageRef], Decoded]:
+        return chunk, fetch_decoded(store, [ref.key for ref in chunk], size, channels)
 
     with ThreadPoolExecutor(max_workers=1) as prefetcher:
         first = next(chunks, None)
         pending: Future | None = prefetcher.submit(fetch, first) if first else None
         while pending is not None:
-            chunk, blobs, missing = pending.result()
+            chunk, decoded = pending.result()
             following = next(chunks, None)
             pending = prefetcher.submit(fetch, following) if following else None
-            skipped += missing
-            present = [i for i, blob in enumerate(blobs) if blob is not None]
-            images, good, errors = decode_batch(
-                [blobs[i] for i in present], [chunk[i].key for i in present], size, channels
-            )
-            skipped += errors
-            del blobs
-            if not good:
+            skipped += decoded.problems
+            if not decoded.readable:
                 continue
             parts.append(kind.score_batch(
-                loaded.model, loaded.temperature, images, settings.task.options,
+                loaded.model, loaded.temperature, decoded.images, settings.task.options,
                 samples=mc_samples if mc_samples >= 2 else 0, gradients=gradients,
                 random_state=settings.loop.random_state,
             ))
-            del images
-            kept = [chunk[present[i]] for i in good]
+            kept = [chunk[i] for i in decoded.readable]
             image_ids += [ref.image_id for ref in kept]
             keys += [ref.key for ref in kept]
     scores = (

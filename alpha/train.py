@@ -93,6 +93,31 @@ def record_target(store: Store, record: LabelRecord) -> Target:
     return Target(label=record.label, mask=mask, segments=record.segments)
 
 
+@dataclass
+class Decoded:
+    """Images fetched and decoded for a model: `images` `(m, C, H, W)` are the keys at
+    indices `readable`; `problems` says why the others could not be read; `sizes` are the
+    readable images' own (width, height), when asked for."""
+
+    images: np.ndarray
+    readable: list[int]
+    problems: list[str]
+    sizes: list[tuple[int, int]] | None = None
+
+
+def fetch_decoded(store: Store, keys: Sequence[str], size: tuple[int, int], channels: int,
+                  *, with_sizes: bool = False) -> Decoded:
+    """Fetch `keys` in parallel and decode what can be decoded at `size` (width, height);
+    a missing or unreadable image is a problem, never an exception."""
+    blobs, problems = fetch_images(store, keys)
+    present = [i for i, blob in enumerate(blobs) if blob is not None]
+    images, good, errors = decode_batch(
+        [blobs[i] for i in present], [keys[i] for i in present], size, channels)
+    readable = [present[i] for i in good]
+    sizes = [image_size(blobs[i]) for i in readable] if with_sizes else None  # type: ignore[arg-type]
+    return Decoded(images, readable, problems + errors, sizes)
+
+
 def _usable(
     store: Store, kind: Kind, records: dict[str, LabelRecord], labels: list[str]
 ) -> tuple[list[tuple[LabelRecord, Target]], dict[str, str]]:
@@ -143,17 +168,12 @@ def train_model(store: Store, settings: Settings, version: str | None = None) ->
             "No usable labels in the bucket: label some images (seed labels or Label Studio) "
             f"with one of {', '.join(labels)} before training."
         )
-    keys = [record.image_key for record, _ in usable]
-    blobs, skipped = fetch_images(store, keys)
-    present = [i for i, blob in enumerate(blobs) if blob is not None]
     size = settings.train.input_size
-    images, good, errors = decode_batch(
-        [blobs[i] for i in present], [keys[i] for i in present], size, settings.train.channels
-    )
-    skipped += errors
-    kept = [usable[present[i]] for i in good]
+    decoded = fetch_decoded(store, [record.image_key for record, _ in usable], size,
+                            settings.train.channels)
+    images, skipped = decoded.images, decoded.problems
+    kept = [usable[i] for i in decoded.readable]
     seen = [record for record, _ in kept]
-    del blobs
     targets = kind.training_targets([target for _, target in kept], labels, size)
     trained = kind.train(images, targets, labels, settings.train, settings.task.options)
 
@@ -215,17 +235,8 @@ def load_model(store: Store, version: str | None = None) -> LoadedModel:
     )
 
 
-def model_images(store: Store, loaded: LoadedModel, keys: Sequence[str]
-                 ) -> tuple[np.ndarray, list[tuple[int, int]], list[int], list[str]]:
-    """The images `keys` at the model's input size, their own (width, height), the indices
-    that could be read and the problems of the others (for pre-annotations at full size)."""
-    kind = get_kind(loaded.kind)
-    blobs, problems = fetch_images(store, keys)
-    present = [i for i, blob in enumerate(blobs) if blob is not None]
-    images, good, errors = decode_batch(
-        [blobs[i] for i in present], [keys[i] for i in present],
-        kind.input_size(loaded.train_settings), int(loaded.train_settings.get("channels", 1)),
-    )
-    readable = [present[i] for i in good]
-    sizes = [image_size(blobs[i]) for i in readable]  # type: ignore[arg-type]
-    return images, sizes, readable, problems + errors
+def model_images(store: Store, loaded: LoadedModel, keys: Sequence[str]) -> Decoded:
+    """The images `keys` at the model's input size, with their own (width, height) (for
+    pre-annotations at full size)."""
+    return fetch_decoded(store, keys, get_kind(loaded.kind).input_size(loaded.train_settings),
+                         int(loaded.train_settings.get("channels", 1)), with_sizes=True)
