@@ -155,13 +155,17 @@ def pull(
 @app.command()
 @friendly_errors
 def push(config: ConfigOption = None) -> None:
-    """Send the current round's selection to Label Studio (again: nothing is sent twice)."""
+    """Send the latest round's selection to Label Studio (again: nothing is sent twice)."""
+    from alpha.errors import DataError
     from alpha.loop import open_context, push_step
-    from alpha.rounds import current_round_id
+    from alpha.rounds import latest_selected_round
 
     _settings(config)
     ctx = open_context(config)
-    round_id = current_round_id(ctx.store)
+    round_id = latest_selected_round(ctx.store)
+    if round_id is None:
+        raise DataError("Nothing to push: no round has selected images yet. Run `alpha round` "
+                        "first (it trains, selects and pushes).")
     console.print(f"{round_id}: {push_step(ctx, round_id)}", highlight=False)
 
 

@@ -214,6 +214,14 @@ def run_demo(console: Console, simulate_rounds: int, pool_size: int | None = Non
     console.print(table)
 
 
+def _validation(metric: str, value: float | None) -> str:
+    """The validation metric, or why there is none (val_fraction = 0, or too few labels
+    for a held-out split): never a made-up 0."""
+    if value is None:
+        return f"validation {metric} not measured: no held-out labels"
+    return f"validation {metric} {value:.3f}"
+
+
 def _print_next_steps(console, ctx, summary, config: Path, seconds: float) -> None:
     from infra.stack import stack_paths
 
@@ -222,7 +230,7 @@ def _print_next_steps(console, ctx, summary, config: Path, seconds: float) -> No
     username = json.loads(creds_file.read_text())["ls_username"] if creds_file.is_file() else "?"
     console.print(
         f"\nRound {summary['round']} done in {seconds:.0f} s: model {summary['model']['version']}"
-        f" (validation {metric} {summary['model']['metrics'].get(metric) or 0:.3f}), "
+        f" ({_validation(metric, summary['model']['metrics'].get(metric))}), "
         f"{summary['push']['created']} images sent to Label Studio.\n\n"
         f"Label them: {summary['project_url']}\n"
         f"  login: {username}  password: `cat {creds_file}` (field ls_password)\n"

@@ -26,6 +26,16 @@ def current_round_id(store: Store) -> str:
     return f"round-{len(ids) + 1:04d}"
 
 
+def latest_selected_round(store: Store) -> str | None:
+    """The newest round that has a selection (finished or not), or None before any round
+    selected: what `alpha push` (re)sends, since the current round id of a finished loop
+    names a round that has not selected anything yet."""
+    for round_id in reversed(round_ids(store)):
+        if store.exists(store.round_key(round_id, "selection.json")):
+            return round_id
+    return None
+
+
 def write_round_record(store: Store, round_id: str, name: str, payload: dict[str, Any]) -> None:
     store.put_json(store.round_key(round_id, f"{name}.json"), {"written_at": now_iso(), **payload})
 

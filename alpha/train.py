@@ -212,7 +212,7 @@ def load_model(store: Store, version: str | None = None) -> LoadedModel:
     if version is None:
         latest = store.get_json(latest_key(store))
         if not latest or not latest.get("version"):
-            raise DataError("No model trained yet: run a round (or `alpha train`).")
+            raise DataError("No model trained yet: run a round (`alpha round`).")
         version = str(latest["version"])
     manifest = store.get_json(store.model_key(_check_version(version), "metrics.json"))
     if manifest is None:

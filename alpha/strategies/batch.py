@@ -34,8 +34,9 @@ STRATEGIES: tuple[str, ...] = (
     "cluster_margin",
     "typiclust",
 )
-NEEDS_SAMPLES = frozenset({"bald"})
-"""Strategies whose measure is undefined without Monte-Carlo samples `(n, classes, T)`."""
+NEEDS_SAMPLES = frozenset({"bald", "variation_ratio"})
+"""Strategies whose measure needs Monte-Carlo samples `(n, classes, T)`: BALD is undefined
+without them, and variation ratio falls back to least confidence (one sample, one vote)."""
 NEEDS_GRADIENTS = frozenset({"badge"})
 """Strategies that read BADGE's gradient embeddings (asked of the kind when scoring)."""
 NEEDS_EMBEDDINGS = frozenset({"coreset", "badge", "cluster_margin", "typiclust"})

@@ -288,3 +288,24 @@ def test_cold_start_by_default_below_one_label_per_class():
     np.testing.assert_array_equal(enough, top_k(margin(probs), 5))
     no_model = select_batch("badge", 5, BatchScores(embeddings=embeddings), n_labeled=0)
     np.testing.assert_array_equal(no_model, typiclust(embeddings, 5))
+
+
+def test_the_loop_samples_for_every_measure_that_needs_samples():
+    """A measure that, without Monte-Carlo samples, is just least confidence (or undefined)
+    must be in NEEDS_SAMPLES, or the loop silently ranks by least confidence under its name."""
+    from alpha.strategies import NEEDS_SAMPLES
+    from alpha.strategies.batch import UNCERTAINTY
+
+    rng = np.random.default_rng(0)
+    one_pass = rng.dirichlet(np.ones(4), size=50)  # (n, classes)
+    samples = rng.dirichlet(np.ones(4), size=(50, 8)).transpose(0, 2, 1)  # (n, classes, T)
+    for name in UNCERTAINTY:
+        if name == "least_confidence":
+            continue
+        try:
+            degenerate = np.allclose(MEASURES[name](one_pass), least_confidence(one_pass))
+        except ValueError:  # undefined on one pass (BALD)
+            degenerate = True
+        if degenerate:
+            assert name in NEEDS_SAMPLES, name
+            assert not np.allclose(MEASURES[name](samples), least_confidence(samples))

@@ -5,6 +5,7 @@ import pytest
 from PIL import Image
 
 from alpha.errors import DataError
+from alpha.kinds.classification import TEMPERATURE_BOUNDS
 from alpha.records import LabelRecord, write_record
 from alpha.score import score_pool
 from alpha.store import Store
@@ -96,7 +97,9 @@ def test_train_then_score(store, settings, project):
     manifest = store.get_json(files["metrics.json"])
     assert manifest["version"] == "v1" and manifest["n_labels"] == 36
     assert manifest["labels"] == LABELS and manifest["skipped"] == info.skipped
-    assert 0.05 <= manifest["temperature"] <= 20 and "created_at" in manifest
+    low, high = TEMPERATURE_BOUNDS
+    assert low <= manifest["temperature"] <= high and "created_at" in manifest
+    assert manifest["temperature"] != 1.0  # fitted on the held-out split, not the default
     assert store.get_json(store.key("models", "latest.json")) == {"version": "v1"}
 
     loaded = load_model(store)
