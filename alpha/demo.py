@@ -58,6 +58,7 @@ class DemoData:
     seed_csv: Path | None
     seed_masks: Path | None
     settings_toml: str  # the [train] and [loop] sections
+    task_options_toml: str = ""  # the [task.options] section, if any
 
 
 def prepare_demo_data(
@@ -109,6 +110,7 @@ def semantic_demo(folder: Path, pool_size: int, seed_size: int) -> DemoData:
         test_images=scenes.test_images[:, None].astype(np.float32) / 255.0,
         test_targets=scenes.test_masks.astype(np.int64), seed_csv=None,
         seed_masks=folder / "masks",
+        task_options_toml="[task.options]\nuncertainty_map = true\n\n",
         settings_toml=f"[train]\nimage_size = {width}\nimage_height = {height}\nchannels = 1\n"
                       "epochs = 30\nmin_steps = 150\nbatch_size = 16\n\n"
                       "[loop]\nbatch_size = 20\n",
@@ -125,6 +127,7 @@ def write_demo_config(path: Path, data: DemoData, prefix: str, title: str, strat
         f'[s3]\nprefix = "{prefix}"\n\n'
         f"[labelstudio]\nproject_title = {json.dumps(title)}\n\n"
         f'[task]\nkind = "{data.kind}"\nlabels = {_toml_list(data.labels)}\n\n'
+        f"{data.task_options_toml}"
         f'{data.settings_toml}strategy = "{strategy}"\n'
     )
     return path

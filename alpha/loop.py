@@ -154,8 +154,13 @@ def pre_annotations(ctx: RoundContext, version: str, items: list[dict]
     decoded = model_images(ctx.store, loaded, [item["key"] for item in items])
     made = kind.pre_annotate(loaded.model, loaded.temperature, decoded.images, decoded.sizes,
                              loaded.labels, ctx.settings.task.options) if decoded.readable else []
-    pushed = [PushItem(items[i]["image_id"], items[i]["key"], pre.result, pre.score)
-              for i, pre in zip(decoded.readable, made, strict=True)]
+    pushed = []
+    for i, pre in zip(decoded.readable, made, strict=True):
+        image_id = items[i]["image_id"]
+        images = {name: ctx.store.task_image_key(name, image_id) for name in pre.images}
+        for name, key in images.items():  # before the task that shows it
+            ctx.store.put_bytes(key, pre.images[name], "image/png")
+        pushed.append(PushItem(image_id, items[i]["key"], pre.result, pre.score, images))
     return pushed, decoded.problems
 
 

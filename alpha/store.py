@@ -233,6 +233,11 @@ class Store:
         """The mask PNG beside an image's label record (segmentation kinds)."""
         return self.key("labels", f"{image_id}.png")
 
+    def task_image_key(self, data_key: str, image_id: str) -> str:
+        """An extra image a task shows beside its own (e.g. the uncertainty map), by the
+        task data key that names it; derived, rewritten by each push of the image."""
+        return self.key("task-images", data_key, f"{image_id}.png")
+
     def model_key(self, version: str, name: str) -> str:
         return self.key("models", version, name)
 

@@ -87,6 +87,10 @@ class PreAnnotation:
 
     result: list[dict[str, Any]]
     score: float
+    images: dict[str, bytes] = field(default_factory=dict)
+    """Extra PNG images the task shows beside its image, by task data key (the label
+    config's `<Image value="$key">`), e.g. the semantic kind's uncertainty map. The loop
+    stores each in the bucket and puts its `s3://` URI in the task's data."""
 
 
 class Kind(Protocol):
@@ -101,6 +105,12 @@ class Kind(Protocol):
 
     def label_config(self, labels: list[str], options: KindOptions) -> str:
         """The Label Studio labeling interface for these classes."""
+        ...
+
+    def task_images(self, options: KindOptions) -> tuple[str, ...]:
+        """Task data keys of the extra images the label config shows beside the image (each
+        PreAnnotation.images fills them; a task made without a prediction, such as a
+        restored labeled task, shows its own image there)."""
         ...
 
     def input_size(self, train_settings: dict[str, Any]) -> tuple[int, int]:

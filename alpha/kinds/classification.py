@@ -46,6 +46,11 @@ TEMPERATURE_BOUNDS = (0.5, 20.0)
 
 
 # ---- Label Studio ------------------------------------------------------------------------
+def task_images(options: KindOptions | None = None) -> tuple[str, ...]:
+    """None: a classification task shows only its image."""
+    return ()
+
+
 def label_config(labels: list[str], options: KindOptions | None = None) -> str:
     """The Label Studio labeling interface: the image and one single-choice list of labels."""
     from xml.sax.saxutils import quoteattr

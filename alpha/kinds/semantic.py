@@ -25,6 +25,7 @@ from torch import nn
 from alpha.config import TrainSettings
 from alpha.consensus import mask_agreement, pixel_vote
 from alpha.errors import AnnotationError, ConfigError, DataError
+from alpha.heatmaps import heatmap_png
 from alpha.kinds.base import BatchScores, KindOptions, PreAnnotation, Reading, Target, Trained
 from alpha.kinds.training import fit_one_cycle, training_context
 from alpha.kinds.training import load_checkpoint as load_model
@@ -40,6 +41,7 @@ DATA_KEY = "image"
 TO_NAME = "image"
 FROM_NAME = "label"  # the BrushLabels tag
 POLYGON_NAME = "polygon"  # the PolygonLabels tag
+UNCERTAINTY_KEY = "uncertainty"  # the task data key (and Image name) of the uncertainty map
 PRIMARY_METRIC = "miou"
 IGNORE = 255
 """The stored value of an unlabelled pixel."""
@@ -82,6 +84,11 @@ class Options(KindOptions):
         default=IGNORE, ge=0, le=255,
         description="The value meaning 'unlabelled' in masks you ingest (stored masks use 255).",
     )
+    uncertainty_map: bool = Field(
+        default=False,
+        description="Show each task's pixel uncertainty (bright = the model is unsure) as a "
+        "second image under the one annotators paint, so they check those parts first.",
+    )
     score_batch_size: int = Field(
         default=16, ge=1,
         description="Images per forward pass inside score_batch and pre_annotate (bounds the "
@@ -110,12 +117,22 @@ def label_config(labels: list[str], options: KindOptions | None = None) -> str:
         f"<Label value={quoteattr(label)} background={quoteattr(PALETTE[i % len(PALETTE)])}/>"
         for i, label in enumerate(labels)
     )
+    uncertainty = (
+        '<Header value="Where the model is unsure (bright = unsure)" size="6"/>'
+        f'<Image name="{UNCERTAINTY_KEY}" value="${UNCERTAINTY_KEY}"/>'
+        if _options(options).uncertainty_map else ""
+    )
     return (
         f'<View><Image name="{TO_NAME}" value="${DATA_KEY}" zoom="true"/>'
         f'<BrushLabels name="{FROM_NAME}" toName="{TO_NAME}">{tags}</BrushLabels>'
         f'<PolygonLabels name="{POLYGON_NAME}" toName="{TO_NAME}">{tags}</PolygonLabels>'
-        "</View>"
+        f"{uncertainty}</View>"
     )
+
+
+def task_images(options: KindOptions | None = None) -> tuple[str, ...]:
+    """The uncertainty map's key when options.uncertainty_map is on."""
+    return (UNCERTAINTY_KEY,) if _options(options).uncertainty_map else ()
 
 
 def _check_labels(labels: Sequence[str]) -> None:
@@ -159,7 +176,9 @@ def pre_annotate(
     """The model's guess for each image at its own size `sizes[i]` = (width, height): class
     probabilities upsampled bilinearly (one class at a time, so memory stays at a few planes
     of the full image), their argmax painted as one brush region per class, each scored by
-    the mean confidence of its pixels; the task's score is the mean confidence of all."""
+    the mean confidence of its pixels; the task's score is the mean confidence of all. With
+    options.uncertainty_map, the task's uncertainty image: 1 - confidence per pixel, scaled
+    so 1 (bright) is a uniform guess over the classes."""
     opts = _options(options)
     if len(sizes) != len(images):
         raise ValueError(f"{len(images)} images but {len(sizes)} sizes")
@@ -168,10 +187,15 @@ def pre_annotate(
         for i, image_probs in enumerate(probs):
             width, height = (int(v) for v in sizes[start + i])
             confidence, classes = _upsampled_argmax(image_probs, (height, width))
+            images = {}
+            if opts.uncertainty_map:
+                most_unsure = max(1.0 - 1.0 / len(labels), 1e-6)  # 1 - max prob of a uniform guess
+                images[UNCERTAINTY_KEY] = heatmap_png((1.0 - confidence) / most_unsure)
             out.append(
                 PreAnnotation(
                     result=_regions(classes, labels, confidence),
                     score=float(confidence.mean(dtype=np.float64)),
+                    images=images,
                 )
             )
     return out

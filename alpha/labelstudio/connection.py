@@ -194,7 +194,7 @@ class Connection:
         Safe to call any number of times: each part is compared with what is there and
         changed only when it differs.
         """
-        config = self.kind.label_config(self.labels)
+        config = self.kind.label_config(self.labels, self.settings.task.options)
         project = self._find_project()
         if project is None:
             created = self.client.projects.create(

@@ -35,6 +35,9 @@ class PushItem:
     key: str
     result: list[dict]
     score: float
+    images: dict[str, str] = field(default_factory=dict)
+    """Bucket keys of the extra images the task shows, by task data key (the kind's
+    task_images), already written."""
 
 
 @dataclass
@@ -65,7 +68,8 @@ class QueueMixin(Connection):
                          key=lambda item: item.score)  # most useful first
         tasks = {
             item.image_id: {
-                "data": {self.kind.DATA_KEY: self.store.s3_uri(item.key),
+                "data": {**self._task_images(item.key, item.images),
+                         self.kind.DATA_KEY: self.store.s3_uri(item.key),
                          "image_id": item.image_id, "round": round_id},
                 "predictions": [{"model_version": model_version, "score": float(item.score),
                                  "result": item.result}],
@@ -109,7 +113,8 @@ class QueueMixin(Connection):
             targets = list(pool.map(restorable, ordered))
         tasks = {
             r.image_id: {
-                "data": {self.kind.DATA_KEY: self.store.s3_uri(r.image_key),
+                "data": {**self._task_images(r.image_key),
+                         self.kind.DATA_KEY: self.store.s3_uri(r.image_key),
                          "image_id": r.image_id, "restored": True},
                 "annotations": [{"result": self.kind.result_from_target(
                     target, self.labels, (r.mask.width, r.mask.height) if r.mask else (0, 0))}],
@@ -121,6 +126,15 @@ class QueueMixin(Connection):
                  project_id, len(present))
         return PushResult(project_id=project_id, model_version="restored", created=created,
                           already_present=present, duplicates_removed=removed)
+
+    def _task_images(self, image_key: str, images: dict[str, str] | None = None
+                     ) -> dict[str, str]:
+        """`s3://` URIs of the extra images the label config shows. Label Studio refuses a
+        task without every key its config names, so one the kind did not make (a restored
+        task has no prediction) shows the task's own image."""
+        keys = self.kind.task_images(self.settings.task.options)
+        chosen = {name: (images or {}).get(name, image_key) for name in keys}
+        return {name: self.store.s3_uri(key) for name, key in chosen.items()}
 
     def _intent_key(self) -> str:
         return self.store.key("labelstudio", "import_in_progress.json")

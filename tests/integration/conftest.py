@@ -176,12 +176,13 @@ def project(settings, store, images):
         yield project
 
 
-def semantic_settings(name: str, run_id: str, labels: list[str]) -> Settings:
-    """Settings of a module's own prefix and project for the semantic kind."""
+def semantic_settings(name: str, run_id: str, labels: list[str], **options) -> Settings:
+    """Settings of a module's own prefix and project for the semantic kind (`options`: its
+    [task.options])."""
     return load_settings(
         s3={"prefix": f"it-{name}-{run_id}"},
         labelstudio={"project_title": f"alpha {name} test {run_id}"},
-        task={"kind": "semantic", "labels": labels},
+        task={"kind": "semantic", "labels": labels, "options": options},
     )
 
 

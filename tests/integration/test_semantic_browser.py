@@ -21,6 +21,7 @@ from PIL import Image, ImageColor
 from alpha.kinds import get_kind
 from alpha.kinds.base import Target
 from alpha.labelstudio import PushItem
+from alpha.store import Store
 
 pytestmark = pytest.mark.integration
 
@@ -148,3 +149,66 @@ def test_a_pushed_mask_is_painted_over_its_image(browser, project, store, settin
     along = tint @ direction
     tinted = int(((along > 25) & (along > 0.9 * np.linalg.norm(tint, axis=1))).sum())
     assert tinted > 0.4 * area, (tinted, area)
+
+
+# ---- the uncertainty map beside the image ----------------------------------------------------
+HEAT_SHOT_COPY = Path("/tmp/semantic_uncertainty_browser.png")
+# How many blob images of natural width W are drawn: the image, then the uncertainty map.
+DRAWN_IMAGES = f"""() => Array.from(document.querySelectorAll('img')).filter(
+  i => i.src.startsWith('blob:') && i.complete && i.naturalWidth === {W}).length"""
+
+
+@pytest.fixture(scope="module")
+def heat_project(stack_is_up, run_id, semantic_settings_for, project_opener):
+    """A project of its own whose label config shows the uncertainty map."""
+    heat = semantic_settings_for("semheat", run_id, LABELS, uncertainty_map=True)
+    heat_store = Store.from_settings(heat)
+    with project_opener(heat, heat_store) as project:
+        yield project, heat_store
+    keys = list(heat_store.list_keys(""))
+    if keys:
+        heat_store.client.delete_objects(Bucket=heat_store.bucket, Delete={
+            "Objects": [{"Key": k} for k in keys], "Quiet": True})
+
+
+def test_the_uncertainty_map_is_shown_under_the_image(browser, heat_project, ls_credentials,
+                                                       task_page, tmp_path):
+    from alpha.heatmaps import heatmap_png, heatmap_rgb
+
+    project, store = heat_project
+    kind = get_kind("semantic")
+    grey = np.full((H, W), 120, np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(grey, mode="L").save(buffer, format="PNG")
+    key = store.image_key("browser/grey.png")
+    store.put_bytes(key, buffer.getvalue(), "image/png")
+    image_id = store.image_id_for(key)
+    unsure = np.zeros((H, W))
+    unsure[:, : W // 2] = 1.0  # unsure on the left (bright yellow), sure-ish on the right
+    unsure[:, W // 2 :] = 0.25  # (purple): two colours a grey image and the UI cannot make
+    heat_key = store.task_image_key(kind.UNCERTAINTY_KEY, image_id)
+    store.put_bytes(heat_key, heatmap_png(unsure), "image/png")
+    mask = np.zeros((H, W), np.uint8)
+    result = kind.result_from_target(Target(mask=mask), LABELS, (W, H))
+    item = PushItem(image_id, key, result, 0.4, {kind.UNCERTAINTY_KEY: heat_key})
+    task_id = project.push([item], model_version="m-sem-heat",
+                           round_id="r-sem-heat").created[image_id]
+
+    context = browser.new_context(viewport={"width": 1400, "height": 1400},
+                                  service_workers="block")
+    page = context.new_page()
+    task_page(page, project, ls_credentials, task_id, W)
+    page.wait_for_function(f"({DRAWN_IMAGES})() >= 2", timeout=60_000)
+    page.get_by_text("m-sem-heat").first.wait_for(timeout=10_000)
+    page.wait_for_timeout(500)
+    shot = tmp_path / "semantic_uncertainty.png"
+    page.screenshot(path=str(shot), full_page=True)
+    context.close()
+    shutil.copyfile(shot, HEAT_SHOT_COPY)
+
+    pixels = np.asarray(Image.open(shot).convert("RGB"), dtype=np.int64)
+    half = W // 2 * H  # each colour covers half the map, shown at least at its natural size
+    for value in (1.0, 0.25):
+        colour = heatmap_rgb(np.array([[value]]))[0, 0].astype(np.int64)
+        near = int((np.abs(pixels - colour).sum(axis=2) < 30).sum())
+        assert near > 0.9 * half, (value, colour.tolist(), near, half)

@@ -15,6 +15,7 @@ import re
 import uuid
 import xml.etree.ElementTree as ET
 
+import httpx
 import numpy as np
 import pytest
 from label_studio_sdk.converter.brush import decode_rle, mask2rle
@@ -302,6 +303,7 @@ def scenes_round(tmp_path_factory, stack_is_up):
         f'[s3]\nprefix = "{prefix}"\n'
         f'[labelstudio]\nproject_title = "alpha semantic flow test {prefix}"\n'
         f'[task]\nkind = "semantic"\nlabels = {json.dumps(scenes.labels)}\n'
+        "[task.options]\nuncertainty_map = true\n"
         "[train]\nimage_size = 32\nchannels = 1\nepochs = 2\nmin_steps = 10\nbatch_size = 8\n"
         "widths = [8, 16]\nrefit = false\n"
         f"[loop]\nbatch_size = {BATCH}\n"
@@ -390,6 +392,21 @@ def test_a_semantic_round_completes_and_the_next_pulls_the_masks(scenes_round, t
             assert set(np.unique(alpha)) <= {0, 255}
             covered += alpha > 0
         assert covered.max() == 1, "predicted regions overlap"
+
+    # Each task shows its uncertainty map: a PNG at the image's size in the bucket, which
+    # Label Studio serves through the task data like the image.
+    token = ctx.settings.labelstudio.api_key.get_secret_value()
+    for image_id, task_id in pushed.items():
+        key = ctx.store.task_image_key(kind.UNCERTAINTY_KEY, image_id)
+        stored = ctx.store.get_bytes(key)
+        assert Image.open(io.BytesIO(stored)).size == SCENE
+        auth = {"Authorization": f"Token {token}"}
+        task = httpx.get(f"{ctx.project.url}/api/tasks/{task_id}/", timeout=30,
+                         headers=auth).json()
+        resolved = task["data"][kind.UNCERTAINTY_KEY].lstrip("/")
+        served = httpx.get(f"{ctx.project.url}/{resolved}", timeout=30, headers=auth,
+                           follow_redirects=True)
+        assert served.status_code == 200 and served.content == stored
 
     simulated = two_rounds["simulated"]
     assert simulated.annotated == BATCH and simulated.no_truth == 0

@@ -160,6 +160,54 @@ def test_pre_annotation_read_back_unchanged_is_pixel_identical(untrained):
             assert region["score"] == pytest.approx(confidence[expected == cls].mean(), rel=1e-5)
 
 
+def test_the_uncertainty_map_shows_where_the_model_is_unsure(untrained):
+    """Off by default: no extra image, no extra Image tag. On: one PNG per task at the image's
+    own size, brighter where the model's top probability is lower, and a second Image in
+    the label config that reads it from the task data."""
+    import io
+
+    from PIL import Image
+
+    from alpha.heatmaps import heatmap_rgb
+
+    images = np.random.default_rng(0).random((2, 3, H, W), dtype=np.float32)
+    sizes = [(W, H), (37, 29)]
+    assert S.task_images(S.Options()) == ()
+    assert all(p.images == {} for p in S.pre_annotate(untrained, 1.0, images, sizes, LABELS))
+    assert "$uncertainty" not in S.label_config(LABELS, S.Options())
+
+    on = S.Options(uncertainty_map=True)
+    assert S.task_images(on) == (S.UNCERTAINTY_KEY,)
+    shown = ET.fromstring(S.label_config(LABELS, on)).findall(".//Image")
+    assert [(i.get("name"), i.get("value")) for i in shown] == [
+        ("image", "$image"), ("uncertainty", "$uncertainty")]
+    probs = torch.from_numpy(S.predict(untrained, images))
+    for i, pre in enumerate(S.pre_annotate(untrained, 1.0, images, sizes, LABELS, on)):
+        assert set(pre.images) == {S.UNCERTAINTY_KEY}
+        heat = np.asarray(Image.open(io.BytesIO(pre.images[S.UNCERTAINTY_KEY])).convert("RGB"))
+        width, height = sizes[i]
+        assert heat.shape == (height, width, 3)
+        up = torch.nn.functional.interpolate(probs[i : i + 1], size=(height, width),
+                                             mode="bilinear", align_corners=False)[0]
+        # 1 - top probability, scaled so 1 is a uniform guess (untrained: nearly so)
+        unsure = (1 - up.max(dim=0).values.numpy()) / (1 - 1 / len(LABELS))
+        expected = heatmap_rgb(unsure).astype(int)
+        assert np.abs(heat.astype(int) - expected).max() <= 1
+
+
+def test_heatmap_colours_run_from_dark_to_bright():
+    from alpha.heatmaps import heatmap_rgb
+
+    rgb = heatmap_rgb(np.array([[0.0, 0.5, 1.0, 2.0, np.nan]]))
+    assert rgb.shape == (1, 5, 3) and rgb.dtype == np.uint8
+    assert rgb[0, 0].tolist() == [0, 0, 4] and rgb[0, 2].tolist() == [252, 255, 164]
+    assert rgb[0, 3].tolist() == rgb[0, 2].tolist() and rgb[0, 4].tolist() == rgb[0, 0].tolist()
+    sums = rgb[0, :3].astype(int).sum(axis=1)
+    assert sums[0] < sums[1] < sums[2]
+    with pytest.raises(ValueError, match="2-D"):
+        heatmap_rgb(np.zeros(3))
+
+
 def test_polygon_annotation_gives_the_expected_raster():
     result = [polygon_region([[25, 25], [75, 25], [75, 75], [25, 75]], "car", "polygon", "image",
                              (W, H))]
