@@ -299,6 +299,30 @@ class Settings(BaseSettings):
             TomlConfigSettingsSource(settings_cls),
         )
 
+    @model_validator(mode="before")
+    @classmethod
+    def _kind_train_defaults(cls, data: Any) -> Any:
+        """The kind's training defaults (its TRAIN_DEFAULTS) for each [train] field the
+        settings leave unset: TrainSettings' own defaults suit classification (28-pixel
+        digits), not a segmentation model. A width given alone keeps images square."""
+        if not isinstance(data, dict):
+            return data
+        task = data.get("task") or {}
+        kind = task.get("kind") if isinstance(task, dict) else getattr(task, "kind", None)
+        from alpha.kinds import KINDS, get_kind
+
+        defaults = dict(get_kind(kind).TRAIN_DEFAULTS) if kind in KINDS else {}
+        if not defaults:
+            return data
+        train = data.get("train") or {}
+        if isinstance(train, TrainSettings):
+            train = train.model_dump(include=train.model_fields_set)
+        if not isinstance(train, dict):
+            return data
+        if "image_size" in train:
+            defaults.pop("image_height", None)
+        return {**data, "train": {**defaults, **train}}
+
     @property
     def project_title(self) -> str:
         return self.labelstudio.project_title or f"alpha: {self.s3.prefix}"

@@ -68,16 +68,21 @@ KINDS = {"digits": "classification", "fashion-mnist": "classification", "camvid"
 METRICS = {"classification": "accuracy", "semantic": "miou"}
 """The test metric of each kind's curves (the kind's PRIMARY_METRIC)."""
 
-# Segmentation training (alpha.config.TrainSettings fields; flags override them): a small
-# U-Net at half CamVid's stored size (240x180 -> 120x90), epochs-based so that more labels
-# get more steps, as in the pipeline (a fixed 50 steps left mIoU flat in the labels: the
-# model was limited by its steps). val_fraction 0 trains once on every label: the same
-# model `refit` ends with (same seed, same recipe, all labels), without the first training
-# that only measures a held-out split (the benchmark measures on val).
+# Segmentation training (alpha.config.TrainSettings fields; flags override them): the
+# semantic kind's TRAIN_DEFAULTS, what alpha trains a segmentation model with unless told
+# otherwise: a small U-Net at half CamVid's stored size (240x180 -> 120x90), epochs-based
+# so that more labels get more steps, as in the pipeline (a fixed 50 steps left mIoU flat
+# in the labels: the model was limited by its steps). val_fraction 0 trains once on every
+# label: the same model `refit` ends with (same seed, same recipe, all labels), without the
+# first training that only measures a held-out split (the benchmark measures on val).
+def _semantic_train_defaults() -> dict[str, Any]:
+    from alpha.kinds import get_kind
+
+    return dict(get_kind("semantic").TRAIN_DEFAULTS)
+
+
 SEGMENTATION_TRAIN: dict[str, dict[str, Any]] = {
-    "camvid": dict(image_size=120, image_height=90, channels=3, widths=(16, 32, 64, 128),
-                   epochs=25, min_steps=100, batch_size=8, learning_rate=1e-2, augment=True,
-                   val_fraction=0.0),
+    "camvid": dict(**_semantic_train_defaults(), channels=3, val_fraction=0.0),
 }
 SEGMENTATION_QUICK: dict[str, dict[str, Any]] = {
     "camvid": dict(widths=(8, 16, 32, 64), epochs=25, min_steps=60),

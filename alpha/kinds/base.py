@@ -101,6 +101,7 @@ class Kind(Protocol):
     DATA_KEY: str  # the task data field holding the image URL
     PRIMARY_METRIC: str  # the metric in Trained.metrics that says how good a model is
     MEASURES: tuple[str, ...]  # the score names score_batch returns without samples
+    TRAIN_DEFAULTS: dict[str, Any]  # TrainSettings values where [train] sets none
     Options: ClassVar[type[KindOptions]]
 
     def label_config(self, labels: list[str], options: KindOptions) -> str:

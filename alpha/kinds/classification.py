@@ -35,6 +35,8 @@ FROM_NAME = "label"
 TO_NAME = "image"
 DATA_KEY = "image"
 RESULT_TYPE = "choices"
+TRAIN_DEFAULTS: dict[str, Any] = {}
+"""None: TrainSettings' own defaults are the classification recipe."""
 PRIMARY_METRIC = "accuracy"
 MEASURES = SINGLE_MEASURES
 """Scores of one prediction per image; with Monte-Carlo samples `bald` joins them."""

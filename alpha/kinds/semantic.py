@@ -53,6 +53,14 @@ MEASURES: tuple[str, ...] = (
 name) and under every reduction ("margin:topk"), so one pass compares reductions. With
 Monte-Carlo samples `bald` and its variants join them."""
 MAX_CLASSES = 255  # indices 0..254; 255 is IGNORE
+TRAIN_DEFAULTS: dict[str, Any] = {
+    "image_size": 120, "image_height": 90, "widths": (16, 32, 64, 128), "epochs": 25,
+    "min_steps": 100, "batch_size": 8, "learning_rate": 1e-2, "augment": True,
+}
+"""The CamVid benchmark's recipe (bench/README.md), for every [train] field left unset: a
+4-level U-Net at 120 x 90, AdamW one-cycle to 1e-2, batches of 8, horizontal flips,
+max(25 epochs, 100 steps); the classification defaults (28 x 28, batches of 64) would
+train a useless segmentation model."""
 
 PALETTE = (
     "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",

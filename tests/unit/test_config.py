@@ -174,3 +174,23 @@ def test_a_secret_with_inner_spaces_is_refused_without_showing_it(tmp_path):
     message = str(error.value)
     assert "s3.secret_access_key must not contain spaces or control characters" in message
     assert "file secret" not in message and "file-secret" not in message
+
+
+def test_a_kind_brings_its_own_training_defaults_for_what_train_leaves_unset(
+    tmp_path, monkeypatch
+):
+    from alpha.config import TrainSettings
+    from alpha.kinds import semantic
+
+    semantic_toml = GOOD_TOML.replace("[task]\n", '[task]\nkind = "semantic"\n')
+    train = load_settings(write(tmp_path, semantic_toml)).train
+    assert train.input_size == (120, 90) and train.widths == (16, 32, 64, 128)
+    assert {name: getattr(train, name) for name in semantic.TRAIN_DEFAULTS} == {
+        **semantic.TRAIN_DEFAULTS}
+    # What [train] or the environment sets wins; a width alone keeps the input square.
+    monkeypatch.setenv("ALPHA_TRAIN__EPOCHS", "3")
+    given = load_settings(write(tmp_path, semantic_toml + "[train]\nimage_size = 64\n")).train
+    assert (given.input_size, given.epochs, given.batch_size) == ((64, 64), 3, 8)
+    # Classification keeps TrainSettings' own defaults.
+    monkeypatch.delenv("ALPHA_TRAIN__EPOCHS")
+    assert load_settings(write(tmp_path, GOOD_TOML)).train == TrainSettings()
