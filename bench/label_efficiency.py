@@ -450,7 +450,18 @@ def run_strategy(strategy: str, seed: int, cfg: Config, models: Models) -> list[
 _DATA: tuple[np.ndarray, ...] | None = None
 
 
-def _init_worker(cfg: Config) -> None:
+def _exit_with_parent(parent: int) -> None:
+    """A pool worker outlives a parent killed by a signal (the pool's own shutdown never
+    runs) and would go on training for hours: exit once the parent is gone."""
+    while os.getppid() == parent:
+        time.sleep(2)
+    os._exit(1)
+
+
+def _init_worker(cfg: Config, parent: int) -> None:
+    import threading
+
+    threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True).start()
     import torch
 
     global _DATA
@@ -845,7 +856,7 @@ def run(cfg: Config) -> tuple[list[dict], dict[str, Any]]:
     rows: list[dict] = []
     full: list[dict] = []
     mc: dict[str, Any] = {}
-    with get_context("spawn").Pool(cfg.jobs, _init_worker, (cfg,)) as workers:
+    with get_context("spawn").Pool(cfg.jobs, _init_worker, (cfg, os.getpid())) as workers:
         for done, (kind, value) in enumerate(workers.imap_unordered(_task, tasks), 1):
             if kind == "curve":
                 rows += value
@@ -886,7 +897,7 @@ def run_segmentation(cfg: Config) -> tuple[list[dict], dict[str, Any]]:
     full: list[dict] = []
     seeded: dict[int, dict] = {}
     done = 0
-    with get_context("spawn").Pool(cfg.jobs, _init_worker, (cfg,)) as workers:
+    with get_context("spawn").Pool(cfg.jobs, _init_worker, (cfg, os.getpid())) as workers:
         for kind, value in workers.imap_unordered(_task, first):
             if kind == "full":
                 full.append(value)
