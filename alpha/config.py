@@ -239,6 +239,10 @@ class LoopSettings(BaseModel):
         default=0, ge=0, description="Retrain only when at least this many new labels arrived."
     )
     random_state: int = 0
+    lock_wait_s: float = Field(
+        default=3600, ge=0, description="How long a run waits for another run of the same "
+        "project to finish (rounds run one at a time) before it gives up with a message."
+    )
 
     @field_validator("strategy")
     @classmethod

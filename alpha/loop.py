@@ -46,8 +46,9 @@ def open_context(config_file: str | Path | None = None, **overrides) -> RoundCon
     return RoundContext(settings, store, LabelStudioProject(settings, store))
 
 
-def pull_step(ctx: RoundContext, round_id: str) -> dict:
-    """Bring finished annotations from Label Studio into `labels/`."""
+def pull_step(ctx: RoundContext, round_id: str | None) -> dict:
+    """Bring finished annotations from Label Studio into `labels/`; a round's pull is
+    recorded in its folder, a pull between rounds (`round_id` None) only in its result."""
     ctx.store.ensure_bucket()
     ctx.project.ensure_project()
     result = ctx.project.pull()
@@ -56,7 +57,8 @@ def pull_step(ctx: RoundContext, round_id: str) -> dict:
         "skipped": result.skipped, "retracted": result.retracted,
         "problems": [f"task {p.task_id} ({p.image_id}): {p.reason}" for p in result.problems],
     }
-    write_round_record(ctx.store, round_id, "pull", {**summary, "changed": result.changed})
+    if round_id is not None:
+        write_round_record(ctx.store, round_id, "pull", {**summary, "changed": result.changed})
     return summary
 
 

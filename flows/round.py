@@ -17,6 +17,7 @@ from alpha.config import load_settings
 from alpha.errors import AlphaError, ConfigError, ServiceRefused, ServiceUnavailable
 from alpha.rounds import current_round_id
 from alpha.strategies import STRATEGIES
+from flows.locks import project_lock
 
 
 def _may_pass(task, task_run, state) -> bool:
@@ -41,8 +42,11 @@ def begin_round(config_file: str | None) -> str:
 
 
 @task(name="pull", **NETWORK_RETRIES)
-def pull_labels(config_file: str | None, round_id: str) -> dict:
-    return loop.pull_step(loop.open_context(config_file), round_id)
+def pull_labels(config_file: str | None, round_id: str | None) -> dict:
+    """Under the project's pull lock: two pulls at once would both move the cursor."""
+    ctx = loop.open_context(config_file)
+    with project_lock(ctx.settings, "pull"):
+        return loop.pull_step(ctx, round_id)
 
 
 @task(name="train", **NETWORK_RETRIES)
@@ -122,7 +126,8 @@ def active_learning_round(config_file: str | None = None, strategy: str | None =
 
     Every step that talks to S3 or Label Studio is a task with retries, so a service that
     restarts during a round delays it rather than failing it; settings are read here, before
-    anything runs, because a bad setting will not fix itself on retry.
+    anything runs, because a bad setting will not fix itself on retry. The project's round
+    lock (flows.locks) makes a second round started meanwhile wait for this one.
     """
     logger = get_run_logger()
     settings = load_settings(config_file)
@@ -131,15 +136,16 @@ def active_learning_round(config_file: str | None = None, strategy: str | None =
         raise ConfigError(
             f"Unknown selection strategy {strategy!r}: choose one of {', '.join(STRATEGIES)}."
         )
-    round_id = begin_round(config_file)
-    logger.info("round %s for prefix %r", round_id, settings.s3.prefix)
+    with project_lock(settings, "round"):  # one round id, one training at a time
+        round_id = begin_round(config_file)
+        logger.info("round %s for prefix %r", round_id, settings.s3.prefix)
 
-    pulled = pull_labels(config_file, round_id)
-    model = train(config_file)
-    selection = score_and_select(config_file, round_id, model["version"], strategy)
-    pushed = push(config_file, round_id)
-    summary = finish(config_file, round_id, {"pull": pulled, "model": model,
-                                             "selection": selection, "push": pushed})
+        pulled = pull_labels(config_file, round_id)
+        model = train(config_file)
+        selection = score_and_select(config_file, round_id, model["version"], strategy)
+        pushed = push(config_file, round_id)
+        summary = finish(config_file, round_id, {"pull": pulled, "model": model,
+                                                 "selection": selection, "push": pushed})
     logger.info("round %s done: %s labels, pushed %s", round_id,
                 summary["labels"]["labeled"], pushed["created"])
     return summary
