@@ -28,7 +28,7 @@ from alpha.strategies import (
     strategy_measure,
     strategy_score,
 )
-from alpha.train import load_model, model_images, train_model
+from alpha.train import load_model, model_images, new_usable_labels, train_model
 
 
 @dataclass
@@ -80,21 +80,22 @@ def label_counts(ctx: RoundContext) -> dict[str, Any]:
     }
 
 
-def train_step(ctx: RoundContext) -> dict:
-    """Train a new model, unless too few labels arrived since the last one (loop.min_new_labels)."""
-    labeled = label_counts(ctx)["labeled"]
+def train_step(ctx: RoundContext, min_new: int | None = None) -> dict:
+    """Train a new model, unless fewer than `min_new` (default loop.min_new_labels) usable
+    labels arrived since the last one; `new_labels` says how many did."""
     try:
         latest = load_model(ctx.store)
     except DataError:  # no model yet
         latest = None
-    threshold = ctx.settings.loop.min_new_labels
+    threshold = ctx.settings.loop.min_new_labels if min_new is None else min_new
     metric = get_kind(ctx.settings.task.kind).PRIMARY_METRIC
-    if latest is not None and labeled - latest.metrics["n_labels"] < threshold:
+    new = new_usable_labels(ctx.store, ctx.settings)
+    if latest is not None and new < threshold:
         return {"version": latest.version, "metrics": latest.metrics["metrics"], "trained": False,
-                "primary_metric": metric}
+                "primary_metric": metric, "new_labels": new}
     info = train_model(ctx.store, ctx.settings)
     return {"version": info.version, "metrics": info.metrics, "trained": True,
-            "primary_metric": metric}
+            "primary_metric": metric, "new_labels": new}
 
 
 LABELED_EMBEDDINGS = frozenset({"coreset", "typiclust"})
