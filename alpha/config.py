@@ -124,13 +124,33 @@ class LabelStudioSettings(BaseModel):
     public_url: str | None = Field(
         default=None, description="The URL to print for people, when it differs from `url`."
     )
+    webhook_url: str | None = Field(
+        default=None, description="The webhook receiver Label Studio calls when an annotation "
+        "changes (the local stack's writes it); unset: no webhook, the scheduled pull only."
+    )
+    webhook_secret: SecretStr | None = Field(
+        default=None, description="The header secret the receiver checks (generated per "
+        "install by the local stack)."
+    )
 
     @field_validator("api_key")
     @classmethod
     def _token_is_plain(cls, value: SecretStr) -> SecretStr:
         return _plain_secret(value)
 
-    @field_validator("url", "public_url")
+    @field_validator("webhook_secret")
+    @classmethod
+    def _webhook_secret_is_plain(cls, value: SecretStr | None) -> SecretStr | None:
+        return _plain_secret(value) if value is not None else None
+
+    @model_validator(mode="after")
+    def _webhook_has_its_secret(self) -> LabelStudioSettings:
+        if self.webhook_url and self.webhook_secret is None:
+            raise ValueError("webhook_url needs labelstudio.webhook_secret (the receiver "
+                             "refuses requests without it)")
+        return self
+
+    @field_validator("url", "public_url", "webhook_url")
     @classmethod
     def _urls_are_urls(cls, value: str | None) -> str | None:
         return _http_url(value, empty_ok=False) if value is not None else None

@@ -20,3 +20,10 @@ def deployment_name(settings: Settings) -> str:
 def full_name(flow_name: str, settings: Settings) -> str:
     """`flow/deployment`, the form run_deployment and read_deployment_by_name take."""
     return f"{flow_name}/{deployment_name(settings)}"
+
+
+def webhook_target(settings: Settings) -> str:
+    """Where Label Studio sends the project's annotation events: the receiver's path that
+    starts `pull-labels/alpha-{prefix}` (infra.webhook)."""
+    base = (settings.labelstudio.webhook_url or "").rstrip("/")
+    return f"{base}/labelstudio/{deployment_name(settings)}"

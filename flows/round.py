@@ -20,7 +20,7 @@ from alpha.errors import AlphaError, ConfigError, ServiceRefused, ServiceUnavail
 from alpha.rounds import current_round_id
 from alpha.strategies import STRATEGIES
 from flows.locks import project_lock
-from flows.names import ROUND_FLOW, TRAIN_FLOW
+from flows.names import ROUND_FLOW, TRAIN_FLOW, webhook_target
 
 
 def _may_pass(task, task_run, state) -> bool:
@@ -49,7 +49,14 @@ def pull_labels(config_file: str | None, round_id: str | None) -> dict:
     """Under the project's pull lock: two pulls at once would both move the cursor."""
     ctx = loop.open_context(config_file)
     with project_lock(ctx.settings, "pull"):
-        return loop.pull_step(ctx, round_id)
+        pulled = loop.pull_step(ctx, round_id)
+        if ctx.settings.labelstudio.webhook_url:  # annotations then start the next pull
+            try:
+                ctx.project.ensure_webhook(webhook_target(ctx.settings))
+            except AlphaError as error:  # the scheduled pull works without it
+                get_run_logger().warning("webhook not registered (the scheduled pull still "
+                                         "runs): %s", error)
+        return pulled
 
 
 @task(name="train", **NETWORK_RETRIES)
