@@ -124,7 +124,8 @@ def select_step(ctx: RoundContext, round_id: str, version: str, strategy: str) -
     existing = read_round_record(ctx.store, round_id, "selection")
     if existing is not None:
         candidates = read_round_record(ctx.store, round_id, CANDIDATES)
-        if (candidates or {}).get("model_version") != version:
+        refills = ctx.settings.loop.queue_depth is not None  # else ranking is not worth a scoring
+        if refills and (candidates or {}).get("model_version") != version:
             pool = _score_unlabeled(ctx, version, strategy)
             scores = _uncertainty(strategy, pool)
             chosen = {item["image_id"] for item in existing["items"]}

@@ -9,6 +9,8 @@ same labels start it once; the run itself counts again under the round lock.
 
 from __future__ import annotations
 
+import time
+
 from prefect import flow, get_run_logger, task
 from prefect.deployments import run_deployment
 from prefect.exceptions import ObjectNotFound
@@ -21,6 +23,7 @@ from flows.names import PULL_FLOW, TRAIN_FLOW, deployment_name, full_name
 from flows.round import NETWORK_RETRIES, pull_labels, refill_queue
 
 REFILL_WAIT_S = 5.0
+RETRY_AFTER_S = 3600
 
 
 @task(name="count-new-labels", **NETWORK_RETRIES)
@@ -40,7 +43,10 @@ def start_training(settings: Settings, config_file: str | None, new: int,
         run = run_deployment(
             name, parameters={"config_file": config_file, "strategy": settings.loop.strategy},
             timeout=0, as_subflow=False,
-            idempotency_key=f"{deployment_name(settings)}:{version}:{new}",
+            # One run per label state, and again an hour later if that one failed; a
+            # second run at the hour's turn waits for the lock and trains nothing.
+            idempotency_key=f"{deployment_name(settings)}:{version}:{new}:"
+                            f"{int(time.time() // RETRY_AFTER_S)}",
         )
     except ObjectNotFound:
         return None
