@@ -23,6 +23,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Literal
 
+import httpx
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import (
     GlobalConcurrencyLimitCreate,
@@ -31,9 +32,10 @@ from prefect.client.schemas.actions import (
 from prefect.concurrency._asyncio import AcquireConcurrencySlotTimeoutError
 from prefect.concurrency.sync import concurrency
 from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
+from prefect.settings import PREFECT_API_URL
 
 from alpha.config import Settings
-from alpha.errors import AlphaError
+from alpha.errors import AlphaError, ServiceUnavailable
 
 LEASE_S = 60.0
 """How long a crashed holder keeps a lock; live holders renew well before it ends."""
@@ -61,6 +63,17 @@ def lock_name(settings: Settings, lock: Lock) -> str:
 def ensure_lock(name: str) -> None:
     """Create the limit `name` with one slot, or put back one slot and `active` if someone
     changed it: a limit of two, or an inactive one, would let two runs in."""
+    try:
+        _ensure_lock(name)
+    except httpx.TransportError:
+        raise ServiceUnavailable(
+            f"Prefect at {PREFECT_API_URL.value() or '(no PREFECT_API_URL)'} is unreachable, "
+            f"and it holds the project's lock {name!r}: start it (`alpha stack up`) or fix "
+            "prefect.api_url."
+        ) from None
+
+
+def _ensure_lock(name: str) -> None:
     with get_client(sync_client=True) as client:
         try:
             found = client.read_global_concurrency_limit_by_name(name)
