@@ -142,8 +142,11 @@ def pull(
     """Bring finished annotations from Label Studio into the bucket's label records."""
     from alpha.loop import open_context
 
-    _settings(config)
-    result = open_context(config).project.pull(full=full)
+    settings = _settings(config)
+    from flows.locks import project_lock  # after _settings: Prefect reads its URL on import
+
+    with project_lock(settings, "pull"):  # the cursor moves under one pull at a time
+        result = open_context(config).project.pull(full=full)
     console.print(f"pulled: {result.new} new, {result.updated} updated, {result.unchanged} "
                   f"unchanged, {result.skipped} skipped, {result.retracted} retracted",
                   highlight=False)
@@ -160,13 +163,17 @@ def push(config: ConfigOption = None) -> None:
     from alpha.loop import open_context, push_step
     from alpha.rounds import latest_selected_round
 
-    _settings(config)
-    ctx = open_context(config)
-    round_id = latest_selected_round(ctx.store)
-    if round_id is None:
-        raise DataError("Nothing to push: no round has selected images yet. Run `alpha round` "
-                        "first (it trains, selects and pushes).")
-    console.print(f"{round_id}: {push_step(ctx, round_id)}", highlight=False)
+    settings = _settings(config)
+    from flows.locks import project_lock  # after _settings: Prefect reads its URL on import
+
+    with project_lock(settings, "round"):  # not under a running round's feet
+        ctx = open_context(config)
+        round_id = latest_selected_round(ctx.store)
+        if round_id is None:
+            raise DataError("Nothing to push: no round has selected images yet. Run `alpha "
+                            "round` first (it trains, selects and pushes).")
+        result = push_step(ctx, round_id)
+    console.print(f"{round_id}: {result}", highlight=False)
 
 
 @app.command()
@@ -189,7 +196,8 @@ def relabel(config: ConfigOption = None) -> None:
 @app.command()
 @friendly_errors
 def serve(config: ConfigOption = None) -> None:
-    """Register the round as a Prefect deployment on loop.schedule_cron and serve it."""
+    """Serve the round on loop.schedule_cron, the pull every loop.pull_interval_s, and
+    train-and-select, which the pull starts after loop.retrain_after new labels."""
     settings = _settings(config)
     from flows.serve import serve_rounds
 

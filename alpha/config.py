@@ -124,13 +124,33 @@ class LabelStudioSettings(BaseModel):
     public_url: str | None = Field(
         default=None, description="The URL to print for people, when it differs from `url`."
     )
+    webhook_url: str | None = Field(
+        default=None, description="The webhook receiver Label Studio calls when an annotation "
+        "changes (the local stack's writes it); unset: no webhook, the scheduled pull only."
+    )
+    webhook_secret: SecretStr | None = Field(
+        default=None, description="The header secret the receiver checks (generated per "
+        "install by the local stack)."
+    )
 
     @field_validator("api_key")
     @classmethod
     def _token_is_plain(cls, value: SecretStr) -> SecretStr:
         return _plain_secret(value)
 
-    @field_validator("url", "public_url")
+    @field_validator("webhook_secret")
+    @classmethod
+    def _webhook_secret_is_plain(cls, value: SecretStr | None) -> SecretStr | None:
+        return _plain_secret(value) if value is not None else None
+
+    @model_validator(mode="after")
+    def _webhook_has_its_secret(self) -> LabelStudioSettings:
+        if self.webhook_url and self.webhook_secret is None:
+            raise ValueError("webhook_url needs labelstudio.webhook_secret (the receiver "
+                             "refuses requests without it)")
+        return self
+
+    @field_validator("url", "public_url", "webhook_url")
     @classmethod
     def _urls_are_urls(cls, value: str | None) -> str | None:
         return _http_url(value, empty_ok=False) if value is not None else None
@@ -238,7 +258,44 @@ class LoopSettings(BaseModel):
     min_new_labels: int = Field(
         default=0, ge=0, description="Retrain only when at least this many new labels arrived."
     )
+    pull_interval_s: float = Field(
+        default=120, ge=10, description="How often `alpha serve` pulls finished annotations "
+        "between rounds (a webhook pulls sooner; this catches up on any it missed)."
+    )
+    retrain_after: int | None = Field(
+        default=None, ge=1, description="New usable labels that make a pull start "
+        "train-and-select between rounds; unset: loop.batch_size (one batch annotated)."
+    )
+    queue_depth: int | None = Field(
+        default=None, ge=1, description="Unannotated tasks to keep queued: pushes stop at it "
+        "and refills top the queue up to it; unset: each round adds its whole batch."
+    )
+    queue_low: int | None = Field(
+        default=None, ge=0, description="Refill once fewer tasks than this are queued "
+        "(the low-water mark); unset: half of loop.queue_depth."
+    )
     random_state: int = 0
+    lock_wait_s: float = Field(
+        default=3600, ge=0, description="How long a run waits for another run of the same "
+        "project to finish (rounds run one at a time) before it gives up with a message."
+    )
+
+    @property
+    def retrain_threshold(self) -> int:
+        return self.retrain_after or self.batch_size
+
+    @property
+    def refill_below(self) -> int:
+        if self.queue_low is not None:
+            return self.queue_low
+        return (self.queue_depth or 0) // 2
+
+    @model_validator(mode="after")
+    def _low_water_below_target(self) -> LoopSettings:
+        if self.queue_low is not None and (self.queue_depth is None
+                                           or self.queue_low >= self.queue_depth):
+            raise ValueError("queue_low must be below loop.queue_depth (set both)")
+        return self
 
     @field_validator("strategy")
     @classmethod

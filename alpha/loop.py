@@ -17,7 +17,14 @@ from alpha.config import Settings, load_settings
 from alpha.errors import DataError
 from alpha.kinds import get_kind
 from alpha.labelstudio import LabelStudioProject, PushItem
-from alpha.records import read_all_records
+from alpha.queue_depth import (
+    CANDIDATES,
+    latest_candidates,
+    ranked_candidates,
+    room,
+    write_candidates,
+)
+from alpha.records import LabelRecord, read_all_records
 from alpha.rounds import read_round_record, write_round_record
 from alpha.score import score_pool
 from alpha.store import Store
@@ -28,7 +35,7 @@ from alpha.strategies import (
     strategy_measure,
     strategy_score,
 )
-from alpha.train import load_model, model_images, train_model
+from alpha.train import LoadedModel, load_model, model_images, new_usable_labels, train_model
 
 
 @dataclass
@@ -46,8 +53,9 @@ def open_context(config_file: str | Path | None = None, **overrides) -> RoundCon
     return RoundContext(settings, store, LabelStudioProject(settings, store))
 
 
-def pull_step(ctx: RoundContext, round_id: str) -> dict:
-    """Bring finished annotations from Label Studio into `labels/`."""
+def pull_step(ctx: RoundContext, round_id: str | None) -> dict:
+    """Bring finished annotations from Label Studio into `labels/`; a round's pull is
+    recorded in its folder, a pull between rounds (`round_id` None) only in its result."""
     ctx.store.ensure_bucket()
     ctx.project.ensure_project()
     result = ctx.project.pull()
@@ -56,7 +64,8 @@ def pull_step(ctx: RoundContext, round_id: str) -> dict:
         "skipped": result.skipped, "retracted": result.retracted,
         "problems": [f"task {p.task_id} ({p.image_id}): {p.reason}" for p in result.problems],
     }
-    write_round_record(ctx.store, round_id, "pull", {**summary, "changed": result.changed})
+    if round_id is not None:
+        write_round_record(ctx.store, round_id, "pull", {**summary, "changed": result.changed})
     return summary
 
 
@@ -78,21 +87,22 @@ def label_counts(ctx: RoundContext) -> dict[str, Any]:
     }
 
 
-def train_step(ctx: RoundContext) -> dict:
-    """Train a new model, unless too few labels arrived since the last one (loop.min_new_labels)."""
-    labeled = label_counts(ctx)["labeled"]
+def train_step(ctx: RoundContext, min_new: int | None = None) -> dict:
+    """Train a new model, unless fewer than `min_new` (default loop.min_new_labels) usable
+    labels arrived since the last one; `new_labels` says how many did."""
     try:
         latest = load_model(ctx.store)
     except DataError:  # no model yet
         latest = None
-    threshold = ctx.settings.loop.min_new_labels
+    threshold = ctx.settings.loop.min_new_labels if min_new is None else min_new
     metric = get_kind(ctx.settings.task.kind).PRIMARY_METRIC
-    if latest is not None and labeled - latest.metrics["n_labels"] < threshold:
+    new = new_usable_labels(ctx.store, ctx.settings)
+    if latest is not None and new < threshold:
         return {"version": latest.version, "metrics": latest.metrics["metrics"], "trained": False,
-                "primary_metric": metric}
+                "primary_metric": metric, "new_labels": new}
     info = train_model(ctx.store, ctx.settings)
     return {"version": info.version, "metrics": info.metrics, "trained": True,
-            "primary_metric": metric}
+            "primary_metric": metric, "new_labels": new}
 
 
 LABELED_EMBEDDINGS = frozenset({"coreset", "typiclust"})
@@ -100,27 +110,35 @@ LABELED_EMBEDDINGS = frozenset({"coreset", "typiclust"})
 
 
 def select_step(ctx: RoundContext, round_id: str, version: str, strategy: str) -> dict:
-    """Score the pool with the model and write the round's selection (reused on a re-run).
+    """Score the pool with the model and write the round's selection (reused on a re-run),
+    and the rest of the pool ranked by the same scores (the queue's refills, see
+    alpha.queue_depth).
 
     Only what the strategy needs is computed: Monte-Carlo samples for Bayesian measures,
     BADGE's gradient embeddings, and the labeled images' embeddings for the strategies that
     compare the pool with what is already labeled (core-set, TypiClust). The record holds
     ids, keys and scores only: push predicts the chosen images again for their
-    pre-annotations.
+    pre-annotations. A resumed round whose selection an older model made keeps it, and only
+    ranks the pool by `version` for the refills.
     """
     existing = read_round_record(ctx.store, round_id, "selection")
     if existing is not None:
+        candidates = read_round_record(ctx.store, round_id, CANDIDATES)
+        refills = ctx.settings.loop.queue_depth is not None  # else ranking is not worth a scoring
+        if refills and (candidates or {}).get("model_version") != version:
+            pool = _score_unlabeled(ctx, version, strategy)
+            scores = _uncertainty(strategy, pool)
+            chosen = {item["image_id"] for item in existing["items"]}
+            write_candidates(ctx.store, round_id, version, strategy, ranked_candidates(
+                pool.image_ids, pool.keys, scores,
+                [i for i, image_id in enumerate(pool.image_ids) if image_id in chosen],
+                _candidates_limit(ctx)))
         return {key: value for key, value in existing.items() if key != "items"}
     loop_settings = ctx.settings.loop
     loaded = load_model(ctx.store, version)
     records = read_all_records(ctx.store)
     labeled_ids = {image_id for image_id, r in records.items() if r.status == "labeled"}
-    mc_samples = loop_settings.mc_samples if strategy in NEEDS_SAMPLES else 0
-    # A retracted label's image may be chosen again once its task is gone from the queue.
-    exclude = {i for i, r in records.items() if r.status != "retracted"}
-    exclude |= set(ctx.project.task_image_ids())
-    pool = score_pool(ctx.store, loaded, ctx.settings, exclude=exclude, mc_samples=mc_samples,
-                      gradients=strategy in NEEDS_GRADIENTS)
+    pool = _score_unlabeled(ctx, version, strategy, loaded, records)
     labeled_embeddings = None
     cold_start = len(labeled_ids) < len(loaded.labels)  # select_batch switches to TypiClust
     if (strategy in LABELED_EMBEDDINGS or cold_start) and labeled_ids:
@@ -131,7 +149,7 @@ def select_step(ctx: RoundContext, round_id: str, version: str, strategy: str) -
         strategy, loop_settings.batch_size, pool.scores, labeled_embeddings,
         n_labeled=len(labeled_ids), random_state=loop_settings.random_state,
     )
-    scores = strategy_score(strategy, pool.scores) if len(pool.image_ids) else np.empty(0)
+    scores = _uncertainty(strategy, pool)
     items = [
         {"image_id": pool.image_ids[i], "key": pool.keys[i], "uncertainty": float(scores[i]),
          "confidence": float(pool.scores.confidence[i])}
@@ -140,8 +158,36 @@ def select_step(ctx: RoundContext, round_id: str, version: str, strategy: str) -
     summary = {"strategy": strategy, "measure": strategy_measure(strategy),
                "model_version": version, "pool_size": len(pool.image_ids),
                "selected": len(items), "unreadable": pool.skipped}
+    # The refills first: a selection on record means the round's scoring is complete.
+    write_candidates(ctx.store, round_id, version, strategy, ranked_candidates(
+        pool.image_ids, pool.keys, scores, list(indices), _candidates_limit(ctx)))
     write_round_record(ctx.store, round_id, "selection", {**summary, "items": items})
     return summary
+
+
+def _score_unlabeled(ctx: RoundContext, version: str, strategy: str,
+                     loaded: LoadedModel | None = None,
+                     records: dict[str, LabelRecord] | None = None):
+    """The pool (images neither labeled nor queued) scored by model `version`, with what
+    the strategy needs."""
+    loaded = loaded or load_model(ctx.store, version)
+    records = read_all_records(ctx.store) if records is None else records
+    # A retracted label's image may be chosen again once its task is gone from the queue.
+    exclude = {i for i, r in records.items() if r.status != "retracted"}
+    exclude |= set(ctx.project.task_image_ids())
+    return score_pool(ctx.store, loaded, ctx.settings, exclude=exclude,
+                      mc_samples=ctx.settings.loop.mc_samples if strategy in NEEDS_SAMPLES else 0,
+                      gradients=strategy in NEEDS_GRADIENTS)
+
+
+def _uncertainty(strategy: str, pool) -> np.ndarray:
+    return strategy_score(strategy, pool.scores) if len(pool.image_ids) else np.empty(0)
+
+
+def _candidates_limit(ctx: RoundContext) -> int:
+    """Enough ranked images for the queue to be refilled twice over from one scoring."""
+    loop_settings = ctx.settings.loop
+    return 2 * max(loop_settings.batch_size, loop_settings.queue_depth or 0)
 
 
 def pre_annotations(ctx: RoundContext, version: str, items: list[dict]
@@ -171,6 +217,9 @@ def push_step(ctx: RoundContext, round_id: str) -> dict:
         return {"created": 0, "already_present": 0}
     queued = ctx.project.task_image_ids()
     todo = [item for item in selection["items"] if item["image_id"] not in queued]
+    space = room(ctx.settings.loop.queue_depth, len(ctx.project.unannotated_tasks()))
+    if space is not None:
+        todo = todo[:space]  # the most useful first; the rest waits for room
     items, problems = pre_annotations(ctx, selection["model_version"], todo)
     result = ctx.project.push(items, model_version=selection["model_version"], round_id=round_id)
     result.already_present.update({item["image_id"]: queued[item["image_id"]]
@@ -180,6 +229,61 @@ def push_step(ctx: RoundContext, round_id: str) -> dict:
     write_round_record(ctx.store, round_id, "push", record)
     return {"created": len(result.created), "already_present": len(result.already_present),
             "duplicates_removed": result.duplicates_removed, "unreadable": len(problems)}
+
+
+def refill_step(ctx: RoundContext) -> dict:
+    """Top the queue up to loop.queue_depth from the latest model's ranked candidates, once
+    annotators drained it below loop.queue_low; nothing is trained or scored."""
+    depth = ctx.settings.loop.queue_depth
+    if depth is None:
+        return {"pushed": 0, "reason": "no loop.queue_depth"}
+    queued = len(ctx.project.unannotated_tasks())
+    if queued >= ctx.settings.loop.refill_below:
+        return {"pushed": 0, "queued": queued, "reason": "above the low-water mark"}
+    found = latest_candidates(ctx.store)
+    if found is None:
+        return {"pushed": 0, "queued": queued, "reason": "no candidates of the latest model"}
+    round_id, candidates = found
+    records = read_all_records(ctx.store)
+    taken = {i for i, r in records.items() if r.status != "retracted"}
+    taken |= set(ctx.project.task_image_ids())
+    space = room(depth, queued) or 0
+    todo = [item for item in candidates["items"] if item["image_id"] not in taken][:space]
+    version = candidates["model_version"]
+    items, problems = pre_annotations(ctx, version, todo)
+    result = ctx.project.push(items, model_version=version, round_id=round_id)
+    return {"pushed": len(result.created), "queued": queued + len(result.created),
+            "model_version": version, "from_round": round_id, "unreadable": len(problems)}
+
+
+def refresh_step(ctx: RoundContext, version: str) -> dict:
+    """Give every queued (unannotated) task the prediction and score of model `version`,
+    replacing older ones, so the queue is ordered by the model annotators' work will train
+    next; a task that already has one of `version` is left alone (safe to re-run)."""
+    tasks = ctx.project.queued_tasks()
+    stale: dict[int, list[int]] = {}
+    todo: dict[int, dict] = {}
+    for task in tasks:
+        predictions = [p for p in task.get("predictions") or [] if isinstance(p, dict)]
+        old = [int(p["id"]) for p in predictions if p.get("model_version") != version]
+        if old:
+            stale[int(task["id"])] = old
+        image_id = ctx.project._image_id_of(task.get("data") or {})
+        uri = (task.get("data") or {}).get(ctx.project.kind.DATA_KEY)
+        has_current = any(p.get("model_version") == version for p in predictions)
+        if image_id and isinstance(uri, str) and not has_current:
+            todo[int(task["id"])] = {"image_id": image_id,
+                                     "key": uri.removeprefix(ctx.store.s3_uri(""))}
+    items, problems = pre_annotations(ctx, version, list(todo.values()))
+    by_image = {item.image_id: item for item in items}
+    predictions = {task_id: by_image[item["image_id"]] for task_id, item in todo.items()
+                   if item["image_id"] in by_image}
+    # An image that cannot be read any more keeps its old prediction rather than none.
+    stale = {task_id: ids for task_id, ids in stale.items()
+             if task_id in predictions or task_id not in todo}
+    made = ctx.project.replace_predictions(predictions, version, stale)
+    return {"queued": len(tasks), "predicted": made,
+            "stale_removed": sum(map(len, stale.values())), "unreadable": len(problems)}
 
 
 def finish_round(ctx: RoundContext, round_id: str, summary: dict) -> None:

@@ -145,6 +145,30 @@ def _usable(
     return usable, dict(sorted(ignored.items()))
 
 
+def label_snapshot(record: LabelRecord) -> str | None:
+    """What a model saw of a label: its name, or its mask's digest (a changed mask is new)."""
+    return record.label if record.mask is None else record.mask.sha256
+
+
+def new_usable_labels(store: Store, settings: Settings) -> int:
+    """Usable labels the latest model has not learned from: new images, and labels changed
+    since it was trained. Labels it could not use (an unknown class, an unreadable mask) and
+    those whose image it could not read when it was trained are not counted, so they do not
+    look new on every round; all of them count before the first model."""
+    kind = get_kind(settings.task.kind)
+    usable, _ = _usable(store, kind, read_all_records(store), settings.task.labels)
+    latest = store.get_json(latest_key(store)) or {}
+    version = latest.get("version")
+    if not version:
+        return len(usable)
+    seen = store.get_json(store.model_key(version, "labels_seen.json")) or {}
+    manifest = store.get_json(store.model_key(version, "metrics.json")) or {}
+    unreadable = manifest.get("unreadable") or {}
+    return sum(1 for record, _ in usable
+               if label_snapshot(record) not in (seen.get(record.image_id),
+                                                 unreadable.get(record.image_id)))
+
+
 def default_version(n_labels: int, now: datetime | None = None) -> str:
     """Sortable by time, and says at a glance how many labels the model saw."""
     return f"m{(now or datetime.now(UTC)):%Y%m%dT%H%M%S}-n{n_labels}"
@@ -174,6 +198,9 @@ def train_model(store: Store, settings: Settings, version: str | None = None) ->
     images, skipped = decoded.images, decoded.problems
     kept = [usable[i] for i in decoded.readable]
     seen = [record for record, _ in kept]
+    readable = set(decoded.readable)
+    unreadable = {record.image_id: label_snapshot(record)
+                  for i, (record, _) in enumerate(usable) if i not in readable}
     targets = kind.training_targets([target for _, target in kept], labels, size)
     trained = kind.train(images, targets, labels, settings.train, settings.task.options)
 
@@ -191,6 +218,7 @@ def train_model(store: Store, settings: Settings, version: str | None = None) ->
         "temperature": trained.temperature,
         "metrics": metrics,
         "skipped": skipped,
+        "unreadable": unreadable,
         "ignored": ignored,
         "train_settings": settings.train.model_dump(mode="json"),
     }
@@ -198,7 +226,7 @@ def train_model(store: Store, settings: Settings, version: str | None = None) ->
     store.put_bytes(store.model_key(version, "model.pt"), checkpoint)
     store.put_json(
         store.model_key(version, "labels_seen.json"),
-        {r.image_id: r.label if r.mask is None else r.mask.sha256 for r in seen},
+        {r.image_id: label_snapshot(r) for r in seen},
     )
     store.put_json(store.model_key(version, "metrics.json"), manifest)
     store.put_json(latest_key(store), {"version": version})

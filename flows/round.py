@@ -1,4 +1,6 @@
-"""The `active_learning_round` Prefect flow: pull -> train -> score/select -> push.
+"""The round flows: `active_learning_round` (pull -> train -> score/select -> push, on the
+schedule) and `train_and_select` (the same without the pull, started by the pull flow
+(flows.pull) once loop.retrain_after new labels arrived).
 
 Thin on purpose: each task calls one step of alpha.loop and adds retries where a network is
 involved. Parameters carry only the config file path and the strategy, never secrets: each
@@ -17,6 +19,8 @@ from alpha.config import load_settings
 from alpha.errors import AlphaError, ConfigError, ServiceRefused, ServiceUnavailable
 from alpha.rounds import current_round_id
 from alpha.strategies import STRATEGIES
+from flows.locks import project_lock
+from flows.names import ROUND_FLOW, TRAIN_FLOW, webhook_target
 
 
 def _may_pass(task, task_run, state) -> bool:
@@ -41,13 +45,23 @@ def begin_round(config_file: str | None) -> str:
 
 
 @task(name="pull", **NETWORK_RETRIES)
-def pull_labels(config_file: str | None, round_id: str) -> dict:
-    return loop.pull_step(loop.open_context(config_file), round_id)
+def pull_labels(config_file: str | None, round_id: str | None) -> dict:
+    """Under the project's pull lock: two pulls at once would both move the cursor."""
+    ctx = loop.open_context(config_file)
+    with project_lock(ctx.settings, "pull"):
+        pulled = loop.pull_step(ctx, round_id)
+        if ctx.settings.labelstudio.webhook_url:  # annotations then start the next pull
+            try:
+                ctx.project.ensure_webhook(webhook_target(ctx.settings))
+            except AlphaError as error:  # the scheduled pull works without it
+                get_run_logger().warning("webhook not registered (the scheduled pull still "
+                                         "runs): %s", error)
+        return pulled
 
 
 @task(name="train", **NETWORK_RETRIES)
-def train(config_file: str | None) -> dict:
-    return loop.train_step(loop.open_context(config_file))
+def train(config_file: str | None, min_new: int | None = None) -> dict:
+    return loop.train_step(loop.open_context(config_file), min_new)
 
 
 @task(name="score-and-select", **NETWORK_RETRIES)
@@ -58,6 +72,16 @@ def score_and_select(config_file: str | None, round_id: str, version: str, strat
 @task(name="push", **NETWORK_RETRIES)
 def push(config_file: str | None, round_id: str) -> dict:
     return loop.push_step(loop.open_context(config_file), round_id)
+
+
+@task(name="refresh-queue", **NETWORK_RETRIES)
+def refresh_queue(config_file: str | None, version: str) -> dict:
+    return loop.refresh_step(loop.open_context(config_file), version)
+
+
+@task(name="refill-queue", **NETWORK_RETRIES)
+def refill_queue(config_file: str | None) -> dict:
+    return loop.refill_step(loop.open_context(config_file))
 
 
 @task(name="finish-round", **NETWORK_RETRIES)
@@ -116,30 +140,69 @@ def _report(ctx: loop.RoundContext, summary: dict) -> str:
     )
 
 
-@flow(name="active-learning-round", log_prints=True)
-def active_learning_round(config_file: str | None = None, strategy: str | None = None) -> dict:
-    """One round of the loop; a crashed round is resumed under the same id.
-
-    Every step that talks to S3 or Label Studio is a task with retries, so a service that
-    restarts during a round delays it rather than failing it; settings are read here, before
-    anything runs, because a bad setting will not fix itself on retry.
-    """
-    logger = get_run_logger()
-    settings = load_settings(config_file)
+def _checked_strategy(settings, strategy: str | None) -> str:
     strategy = strategy or settings.loop.strategy
     if strategy not in STRATEGIES:  # before training, not after
         raise ConfigError(
             f"Unknown selection strategy {strategy!r}: choose one of {', '.join(STRATEGIES)}."
         )
-    round_id = begin_round(config_file)
-    logger.info("round %s for prefix %r", round_id, settings.s3.prefix)
+    return strategy
 
-    pulled = pull_labels(config_file, round_id)
-    model = train(config_file)
+
+@flow(name=ROUND_FLOW, log_prints=True)
+def active_learning_round(config_file: str | None = None, strategy: str | None = None) -> dict:
+    """One round of the loop; a crashed round is resumed under the same id.
+
+    Every step that talks to S3 or Label Studio is a task with retries, so a service that
+    restarts during a round delays it rather than failing it; settings are read here, before
+    anything runs, because a bad setting will not fix itself on retry. The project's round
+    lock (flows.locks) makes a second round started meanwhile wait for this one.
+    """
+    logger = get_run_logger()
+    settings = load_settings(config_file)
+    strategy = _checked_strategy(settings, strategy)
+    with project_lock(settings, "round"):  # one round id, one training at a time
+        round_id = begin_round(config_file)
+        logger.info("round %s for prefix %r", round_id, settings.s3.prefix)
+
+        pulled = pull_labels(config_file, round_id)
+        model = train(config_file)
+        summary = _select_push_finish(config_file, round_id, strategy, pulled, model)
+    logger.info("round %s done: %s labels, pushed %s", round_id,
+                summary["labels"]["labeled"], summary["push"]["created"])
+    return summary
+
+
+@flow(name=TRAIN_FLOW, log_prints=True)
+def train_and_select(config_file: str | None = None, strategy: str | None = None) -> dict:
+    """Train on the labels the pull brought in, then select and push a batch: a round
+    without its pull, started when loop.retrain_after new labels arrived.
+
+    The new labels are counted again under the round lock, so a run that waited for another
+    (which trained on those labels) trains nothing and starts no round.
+    """
+    logger = get_run_logger()
+    settings = load_settings(config_file)
+    strategy = _checked_strategy(settings, strategy)
+    with project_lock(settings, "round"):
+        model = train(config_file, settings.loop.retrain_threshold)
+        if not model["trained"]:
+            logger.info("%d new labels since model %s, fewer than %d: nothing to train",
+                        model["new_labels"], model["version"], settings.loop.retrain_threshold)
+            return {"model": model}
+        round_id = begin_round(config_file)
+        logger.info("round %s for prefix %r (model %s)", round_id, settings.s3.prefix,
+                    model["version"])
+        pulled = {"by": "the pull-labels flow, before this run"}
+        return _select_push_finish(config_file, round_id, strategy, pulled, model)
+
+
+def _select_push_finish(config_file: str | None, round_id: str, strategy: str, pulled: dict,
+                        model: dict) -> dict:
     selection = score_and_select(config_file, round_id, model["version"], strategy)
     pushed = push(config_file, round_id)
-    summary = finish(config_file, round_id, {"pull": pulled, "model": model,
-                                             "selection": selection, "push": pushed})
-    logger.info("round %s done: %s labels, pushed %s", round_id,
-                summary["labels"]["labeled"], pushed["created"])
-    return summary
+    queue = {"refresh": refresh_queue(config_file, model["version"]) if model["trained"] else None,
+             "refill": refill_queue(config_file)}
+    return finish(config_file, round_id, {"pull": pulled, "model": model,
+                                          "selection": selection, "push": pushed,
+                                          "queue": queue})

@@ -9,6 +9,7 @@ its health check. `down` stops only the processes `up` started, by the PIDs it r
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import secrets
@@ -29,6 +30,10 @@ from alpha.errors import ServiceUnavailable
 
 LABEL_STUDIO_VERSION = "1.23.2"
 HOST = "127.0.0.1"
+# The webhook receiver's own loopback address: Label Studio may send webhooks to it and to
+# no other local address (every other service listens on HOST), see _labelstudio_ssrf_env.
+WEBHOOK_HOST = os.environ.get("ALPHA_STACK_WEBHOOK_HOST", "127.77.0.1")
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 def _port(name: str, default: int) -> int:
@@ -47,10 +52,11 @@ class Service:
     start_timeout_s: float = 60
     healthy_codes: tuple[int, ...] = (200,)
     extra: dict = field(default_factory=dict)
+    host: str = HOST
 
     @property
     def url(self) -> str:
-        return f"http://{HOST}:{self.port}"
+        return f"http://{self.host}:{self.port}"
 
 
 @dataclass(frozen=True)
@@ -151,7 +157,31 @@ def _labelstudio_env(paths: StackPaths, creds: dict) -> dict[str, str]:
         "FRONTEND_SENTRY_DSN": "",
         "COLLECT_ANALYTICS": "false",
         "HOME": str(paths.data_dir("labelstudio-home")),
+        **_labelstudio_ssrf_env(),
     }
+
+
+# Label Studio 1.23.2's own list (core/utils/io.py validate_ip), the loopback network aside.
+LABELSTUDIO_BANNED_SUBNETS = (
+    "0.0.0.0/8", "10.0.0.0/8", "100.64.0.0/10", "169.254.0.0/16", "172.16.0.0/12",
+    "192.0.0.0/24", "192.0.2.0/24", "192.88.99.0/24", "192.168.0.0/16", "198.18.0.0/15",
+    "198.51.100.0/24", "203.0.113.0/24", "224.0.0.0/4", "233.252.0.0/24", "240.0.0.0/4",
+    "255.255.255.255/32", "::/128", "::1/128", "::ffff:0:0/96", "::ffff:0:0:0/96",
+    "64:ff9b::/96", "64:ff9b:1::/48", "100::/64", "2001:0000::/32", "2001:20::/28",
+    "2001:db8::/32", "2002::/16", "fc00::/7", "fe80::/10", "ff00::/8",
+)
+
+
+def _labelstudio_ssrf_env() -> dict[str, str]:
+    """Keep Label Studio's SSRF protection on, banning everything it bans by default except
+    the webhook receiver's single address: all of 127.0.0.0/8 but WEBHOOK_HOST/32 (Label
+    Studio bans by subnet only, so the receiver has a loopback address to itself)."""
+    loopback = ipaddress.ip_network("127.0.0.0/8")
+    allowed = ipaddress.ip_network(f"{WEBHOOK_HOST}/32")
+    subnets = [*LABELSTUDIO_BANNED_SUBNETS,
+               *sorted(str(n) for n in loopback.address_exclude(allowed))]
+    return {"SSRF_PROTECTION_ENABLED": "true", "USE_DEFAULT_BANNED_SUBNETS": "false",
+            "USER_ADDITIONAL_BANNED_SUBNETS": ",".join(subnets)}
 
 
 def _prefect_command(paths: StackPaths, creds: dict) -> list[str]:
@@ -167,6 +197,20 @@ def _prefect_env(paths: StackPaths, creds: dict) -> dict[str, str]:
     }
 
 
+def _webhook_command(paths: StackPaths, creds: dict) -> list[str]:
+    service = SERVICES["webhook"]
+    return [sys.executable, "-m", "infra.webhook", service.host, str(service.port)]
+
+
+def _webhook_env(paths: StackPaths, creds: dict) -> dict[str, str]:
+    return {
+        "ALPHA_WEBHOOK_SECRET": creds["webhook_secret"],
+        "PREFECT_API_URL": f"{SERVICES['prefect'].url}/api",
+        "PYTHONPATH": os.pathsep.join(p for p in (str(REPO_ROOT),
+                                                  os.environ.get("PYTHONPATH")) if p),
+    }
+
+
 SERVICES: dict[str, Service] = {
     "s3": Service("s3", _port("S3", 8333), "/", _s3_command, start_timeout_s=60,
                   healthy_codes=(200, 403)),
@@ -174,6 +218,8 @@ SERVICES: dict[str, Service] = {
                            _labelstudio_command, _labelstudio_env, start_timeout_s=420),
     "prefect": Service("prefect", _port("PREFECT", 4200), "/api/health", _prefect_command,
                        _prefect_env, start_timeout_s=180),
+    "webhook": Service("webhook", _port("WEBHOOK", 8765), "/health", _webhook_command,
+                       _webhook_env, start_timeout_s=60, host=WEBHOOK_HOST),
 }
 
 
@@ -213,6 +259,9 @@ def ensure_credentials(paths: StackPaths) -> dict:
             "ls_token": os.environ.get("LABEL_STUDIO_USER_TOKEN") or secrets.token_hex(20),
         }
         _write_private(paths.credentials, json.dumps(creds, indent=1))
+    if "webhook_secret" not in creds:  # an install from before the webhook receiver
+        creds["webhook_secret"] = secrets.token_urlsafe(32)
+        _write_private(paths.credentials, json.dumps(creds, indent=1))
     env_lines = [
         f"ALPHA_S3__ENDPOINT_URL={SERVICES['s3'].url}",
         f"ALPHA_S3__ACCESS_KEY_ID={creds['s3_access_key_id']}",
@@ -220,6 +269,8 @@ def ensure_credentials(paths: StackPaths) -> dict:
         f"ALPHA_LABELSTUDIO__URL={SERVICES['labelstudio'].url}",
         f"ALPHA_LABELSTUDIO__API_KEY={creds['ls_token']}",
         f"ALPHA_PREFECT__API_URL={SERVICES['prefect'].url}/api",
+        f"ALPHA_LABELSTUDIO__WEBHOOK_URL={SERVICES['webhook'].url}",
+        f"ALPHA_LABELSTUDIO__WEBHOOK_SECRET={creds['webhook_secret']}",
     ]
     _write_private(paths.env_file, "\n".join(env_lines) + "\n")
     return creds
@@ -266,10 +317,10 @@ def recorded_pid(paths: StackPaths, name: str) -> int | None:
     return record["pid"]
 
 
-def _port_in_use(port: int) -> bool:
+def _port_in_use(port: int, host: str = HOST) -> bool:
     with socket.socket() as sock:
         sock.settimeout(0.5)
-        return sock.connect_ex((HOST, port)) == 0
+        return sock.connect_ex((host, port)) == 0
 
 
 def is_healthy(service: Service, timeout_s: float = 3.0) -> bool:
@@ -304,7 +355,7 @@ def start_service(service: Service, paths: StackPaths, creds: dict, log) -> None
         log(f"{service.name}: running but not healthy yet, waiting")
         _wait_healthy(service, recorded_pid(paths, service.name) or 0, paths)
         return
-    if _port_in_use(service.port):
+    if _port_in_use(service.port, service.host):
         raise ServiceUnavailable(
             f"Port {service.port} for {service.name} is used by a process this stack did not "
             f"start: stop it, or set ALPHA_STACK_{service.name.upper()}_PORT to a free port."

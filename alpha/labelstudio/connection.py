@@ -34,6 +34,8 @@ PAGE_SIZE = 1000
 PRESIGN_TTL_MIN = 15
 CORS_MAX_AGE_S = 3600
 SAMPLING = "Uncertainty sampling"
+WEBHOOK_HEADER = "X-Alpha-Webhook-Secret"  # the receiver's (infra.webhook.HEADER)
+WEBHOOK_ACTIONS = ("ANNOTATION_CREATED", "ANNOTATION_UPDATED", "ANNOTATIONS_DELETED")
 # The Label Studio user the simulated annotator works as; pull marks its annotations simulated.
 SIMULATOR_EMAIL = "simulator@alpha.local"
 SIMULATOR_USERNAME = "alpha-simulator"
@@ -107,8 +109,10 @@ class Connection:
     # ---- errors ------------------------------------------------------------------------
     def _scrub(self, text: str) -> str:
         """Remove every secret we hold from a message that quotes a server's answer."""
+        webhook = self.settings.labelstudio.webhook_secret
         secrets = (
             self.settings.labelstudio.api_key.get_secret_value(),
+            webhook.get_secret_value() if webhook is not None else "",
             self.settings.s3.access_key_id.get_secret_value(),
             self.settings.s3.secret_access_key.get_secret_value(),
         )
@@ -318,6 +322,32 @@ class Connection:
                 "annotators' browsers load images: give the S3 key s3:PutBucketCors, or add a "
                 f"rule allowing GET from {', '.join(origins)} yourself."
             ) from None
+
+    @_ls_errors("registering the webhook")
+    def ensure_webhook(self, url: str) -> int | None:
+        """Make Label Studio call `url` (the receiver, with its secret header) when an
+        annotation is created, updated or deleted in this project; the webhook's id, or
+        None when labelstudio.webhook_url is unset. Compared with what is there, so safe to
+        call on every pull; a webhook that fails never loses work (the pull catches up)."""
+        secret = self.settings.labelstudio.webhook_secret
+        if not self.settings.labelstudio.webhook_url or secret is None:
+            return None
+        project_id = self.project_id
+        wanted = {"url": url, "send_payload": False, "send_for_all_actions": False,
+                  "headers": {WEBHOOK_HEADER: secret.get_secret_value()},
+                  "actions": sorted(WEBHOOK_ACTIONS), "is_active": True}
+        hooks = self._request("GET", "api/webhooks/", params={"project": project_id}) or []
+        ours = [h for h in hooks if h.get("url") == url and h.get("project") == project_id]
+        if ours:
+            hook = min(ours, key=lambda h: h["id"])
+            differs = {k: v for k, v in wanted.items()
+                       if (sorted(hook.get(k) or []) if k == "actions" else hook.get(k)) != v}
+            if differs:
+                self._request("PATCH", f"api/webhooks/{hook['id']}/", json=differs)
+            return int(hook["id"])
+        created = self._request("POST", "api/webhooks/", json={**wanted, "project": project_id})
+        log.info("registered the webhook of project %d", project_id)
+        return int(created["id"])
 
     def project_url(self) -> str:
         """Where people open the queue."""

@@ -20,6 +20,7 @@ from alpha.labelstudio.connection import Connection, _chunks, _ls_errors, log
 from alpha.records import LabelRecord, now_iso
 
 IMPORT_CHUNK = 500
+PREDICTION_CHUNK = 200  # tasks per Data Manager request for their predictions
 
 
 @dataclass(frozen=True)
@@ -231,6 +232,43 @@ class QueueMixin(Connection):
         tasks = self._list_tasks("id,data", query)
         return {int(t["id"]): self._image_id_of(t.get("data") or {})
                 for t in sorted(tasks, key=lambda t: t["id"])}
+
+    @_ls_errors("reading the predictions of the queued tasks")
+    def queued_tasks(self) -> list[dict]:
+        """The unannotated tasks (by id, the order they were queued) with their data and
+        their predictions as full objects (id, model_version, score)."""
+        ids = list(self.unannotated_tasks())
+        found: dict[int, dict] = {}
+        for chunk in _chunks(ids, PREDICTION_CHUNK):
+            query = {"selectedItems": {"all": False, "included": list(chunk)}}
+            found.update({int(t["id"]): t for t in self._list_tasks(
+                "id,data,predictions", query, fields="all")})
+        return [found[i] for i in ids if i in found]
+
+    @_ls_errors("replacing the predictions of the queued tasks")
+    def replace_predictions(self, predictions: dict[int, PushItem], model_version: str,
+                            stale: dict[int, list[int]]) -> int:
+        """Give each task (by id) the prediction `predictions[task]` of `model_version`,
+        then delete its older predictions `stale[task]`, and make `model_version` the
+        project's, so uncertainty sampling ranks the whole queue by one model's scores.
+
+        New predictions go in first: a run stopped half-way leaves a task with two
+        predictions, never none, and the next run deletes the stale one. Returns how many
+        predictions were made.
+        """
+        project_id = self.project_id
+        todo = [{"task": task_id, "model_version": model_version, "score": float(item.score),
+                 "result": item.result} for task_id, item in predictions.items()]
+        for chunk in _chunks(todo, IMPORT_CHUNK):
+            self._request("POST", f"api/projects/{project_id}/import/predictions",
+                          json=list(chunk), request_options={"timeout_in_seconds": 300})
+        for ids in stale.values():
+            for prediction_id in ids:
+                self._request("DELETE", f"api/predictions/{prediction_id}/")
+        if todo or stale:
+            self._request("PATCH", f"api/projects/{project_id}/",
+                          json={"model_version": model_version})
+        return len(todo)
 
     @_ls_errors("saving an annotation")
     def create_annotation(self, task_id: int, result: list[dict], *, was_cancelled: bool = False,

@@ -8,10 +8,12 @@ the integration test `tests/integration/test_security.py` then checks on the run
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import stat
 import tomllib
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -89,7 +91,10 @@ def test_every_server_binds_loopback_and_signup_needs_an_invite(
     assert prefect[prefect.index("--host") + 1] == "127.0.0.1"
     env = stack._labelstudio_env(paths, creds)
     assert env["LABEL_STUDIO_DISABLE_SIGNUP_WITHOUT_LINK"] == "true"
-    assert all(service.url.startswith("http://127.0.0.1:") for service in stack.SERVICES.values())
+    webhook = stack._webhook_command(paths, creds)
+    assert webhook[-2:] == [stack.WEBHOOK_HOST, str(stack.SERVICES["webhook"].port)]
+    assert all(ipaddress.ip_address(urlsplit(service.url).hostname).is_loopback
+               for service in stack.SERVICES.values())
 
 
 def test_seaweedfs_own_ports_need_tokens_signed_with_fresh_keys(

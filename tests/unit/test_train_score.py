@@ -9,7 +9,7 @@ from alpha.kinds.classification import TEMPERATURE_BOUNDS
 from alpha.records import LabelRecord, write_record
 from alpha.score import score_pool
 from alpha.store import Store
-from alpha.train import load_model, train_model
+from alpha.train import load_model, new_usable_labels, train_model
 
 LABELS = ["dark", "bright", "striped"]
 
@@ -156,3 +156,19 @@ def test_default_version_and_latest_moves(store, settings, project):
     assert load_model(store, first.version).version == first.version
     with pytest.raises(DataError, match="does not exist"):
         load_model(store, "nope")
+
+
+def test_only_usable_labels_the_model_has_not_seen_count_as_new(store, settings, project):
+    """The bug this guards: comparing every labeled record with the model's usable ones made
+    an unreadable image or an unknown label look like a new label on every round."""
+    # Before any model every label of a known class counts (images are not decoded to
+    # count): 36 good ones, the corrupt and the missing image's.
+    assert new_usable_labels(store, settings) == 38
+    train_model(store, settings)
+    assert new_usable_labels(store, settings) == 0  # corrupt, gone and 'horse' are not new
+    rng = np.random.default_rng(1)
+    _label(store, *_add_image(store, "train/new.png", _png("bright", rng)), "bright")
+    dark_id, dark_key = next(iter(project["labeled"].items()))
+    _label(store, dark_id, dark_key, "striped")  # an edited label is new to the model
+    _label(store, *project["odd"]["horse"], "dark")  # fixed to a known class: new
+    assert new_usable_labels(store, settings) == 3
