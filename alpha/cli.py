@@ -184,6 +184,25 @@ def relabel(config: ConfigOption = None) -> None:
 
 @app.command()
 @friendly_errors
+def report(
+    config: ConfigOption = None,
+    out: Annotated[Path | None, typer.Option(
+        "--out", "-o", help="Where to write the HTML page (default ./alpha-report-PREFIX.html)."
+    )] = None,
+) -> None:
+    """Write one self-contained HTML page of plots about the project (learning curve, labels
+    per class, agreement, throughput, queue, model versions), from the bucket."""
+    from alpha.report import default_report_path, write_report
+    from alpha.store import Store
+
+    settings = _settings(config)
+    path = write_report(Store.from_settings(settings), settings,
+                        out or default_report_path(settings.s3.prefix))
+    console.print(str(path.resolve()), highlight=False, soft_wrap=True)
+
+
+@app.command()
+@friendly_errors
 def serve(config: ConfigOption = None) -> None:
     """Register the round as a Prefect deployment on loop.schedule_cron and serve it."""
     settings = _settings(config)

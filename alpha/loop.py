@@ -177,5 +177,11 @@ def push_step(ctx: RoundContext, round_id: str) -> dict:
             "duplicates_removed": result.duplicates_removed, "unreadable": len(problems)}
 
 
+def queue_state(ctx: RoundContext) -> dict[str, int]:
+    """The annotators' queue now: tasks nobody has annotated or skipped yet (the round
+    summary keeps it, so the report can show the queue depth over time)."""
+    return {"depth": len(ctx.project.unannotated_tasks())}
+
+
 def finish_round(ctx: RoundContext, round_id: str, summary: dict) -> None:
     write_round_record(ctx.store, round_id, "summary", summary)

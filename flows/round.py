@@ -62,11 +62,11 @@ def push(config_file: str | None, round_id: str) -> dict:
 
 @task(name="finish-round", **NETWORK_RETRIES)
 def finish(config_file: str | None, round_id: str, steps: dict) -> dict:
-    """Count the labels, write the round's summary (last, so it marks the round done) and
-    publish the report."""
+    """Count the labels and the queue, write the round's summary (last, so it marks the
+    round done) and publish the report."""
     ctx = loop.open_context(config_file)
     summary = {"round": round_id, "labels": loop.label_counts(ctx), **steps,
-               "project_url": ctx.project.project_url()}
+               "queue": loop.queue_state(ctx), "project_url": ctx.project.project_url()}
     loop.finish_round(ctx, round_id, summary)
     create_markdown_artifact(
         key=re.sub(r"[^a-z0-9-]+", "-", f"alpha-round-{ctx.settings.s3.prefix}".lower())[:60],
@@ -90,12 +90,16 @@ def _changed(labels: dict) -> str:
             f"{labels['compared']} labels pulled from pre-filled tasks")
 
 
+def _value(value: float | None) -> str:
+    """A metric for the report; a model trained without a validation split has none."""
+    return f"**{value:.3f}**" if value is not None else "not measured (no validation split)"
+
+
 def _report(ctx: loop.RoundContext, summary: dict) -> str:
     metrics = summary["model"]["metrics"]
     metric = summary["model"].get("primary_metric") or "accuracy"
-    per_label = metrics.get("per_label") or metrics.get("per_class", {})
-    rows = "\n".join(f"| {name} | {value:.3f} |" for name, value in per_label.items())
-    value = metrics.get(metric)
+    per_label = metrics.get("per_label") or {}
+    rows = "\n".join(f"| {name} | {_value(value)} |" for name, value in per_label.items())
     return (
         f"# alpha round {summary['round']}\n\n"
         f"- labels so far: **{summary['labels']['labeled']}** "
@@ -106,11 +110,13 @@ def _report(ctx: loop.RoundContext, summary: dict) -> str:
         f"- pulled this round: {summary['pull']}\n"
         f"- model `{summary['model']['version']}` "
         f"(trained this round: {summary['model']['trained']}): validation {metric} "
-        f"**{value if value is not None else float('nan'):.3f}**\n"
+        f"{_value(metrics.get(metric))}\n"
         f"- selection: {summary['selection']['selected']} of {summary['selection']['pool_size']}"
         f" unlabeled images by `{summary['selection']['strategy']}`\n"
         f"- tasks pushed: **{summary['push']['created']}** "
         f"(already in Label Studio: {summary['push']['already_present']})\n"
+        f"- tasks waiting in the queue: **{summary['queue']['depth']}**\n"
+        f"- classes: {', '.join(ctx.settings.task.labels)}\n"
         f"- Label Studio project: [{ctx.settings.project_title}]({summary['project_url']})\n\n"
         + (f"| class | validation {metric} |\n|---|---|\n{rows}\n" if rows else "")
     )
