@@ -78,7 +78,8 @@ def _tag(bars, gid: str) -> None:
 
 def _bars_by_round(axes: plt.Axes, rounds: list[int], values: list[float], gid: str,
                    color: str) -> None:
-    _tag(axes.bar([str(r) for r in rounds], values, color=color), gid)
+    _tag(axes.bar([str(r) for r in rounds], values, color=color, width=0.6), gid)
+    axes.margins(x=0.5 / len(rounds))  # one or two rounds: bars, not walls
     axes.set_xlabel("round")
 
 
@@ -210,9 +211,10 @@ def throughput(history: ProjectHistory) -> Plot:
     ticks = [h.strftime("%m-%d %H:00") for h in hours]
     for index, name in enumerate(people):
         values = np.array([history.per_hour.get((h, name), 0) for h in hours], dtype=float)
-        _tag(axes.bar(ticks, values, bottom=bottom, label=name, color=f"C{index}"),
+        _tag(axes.bar(ticks, values, bottom=bottom, label=name, color=f"C{index}", width=0.6),
              f"series-annotator-{index}")
         bottom += values
+    axes.margins(x=0.5 / len(hours))
     axes.set_ylabel("annotations per hour")
     axes.tick_params(axis="x", labelrotation=30)
     axes.legend(fontsize=8)
@@ -236,7 +238,7 @@ def queue_depth(history: ProjectHistory) -> Plot:
     axes.set_xticks([p.number for p in rounds])
     axes.set_xlabel("round")
     axes.set_ylabel("tasks waiting")
-    axes.set_ylim(bottom=0)
+    axes.set_ylim(0, max(p.queue_depth for p in rounds) * 1.15 + 1)
     plot.svg = _svg(figure, plot.name)
     return plot
 
@@ -277,7 +279,7 @@ def model_versions(history: ProjectHistory) -> Plot:
         axes.annotate(model.version, (when, model.n_labels), textcoords="offset points",
                       xytext=(4, -10), fontsize=7)
     axes.set_ylabel("labels seen")
-    axes.set_ylim(bottom=0)
+    axes.set_ylim(0, max(m.n_labels for m in models) * 1.15 + 1)
     figure.autofmt_xdate()
     plot.svg = _svg(figure, plot.name)
     return plot
