@@ -7,8 +7,6 @@ task loads the settings itself from the file and the environment.
 
 from __future__ import annotations
 
-import re
-
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 
@@ -17,6 +15,7 @@ from alpha.config import load_settings
 from alpha.errors import AlphaError, ConfigError, ServiceRefused, ServiceUnavailable
 from alpha.rounds import current_round_id
 from alpha.strategies import STRATEGIES
+from flows.artifacts import RoundProgress, artifact_key, publish_history
 
 
 def _may_pass(task, task_run, state) -> bool:
@@ -63,14 +62,16 @@ def push(config_file: str | None, round_id: str) -> dict:
 @task(name="finish-round", **NETWORK_RETRIES)
 def finish(config_file: str | None, round_id: str, steps: dict) -> dict:
     """Count the labels and the queue, write the round's summary (last, so it marks the
-    round done) and publish the report."""
+    round done) and publish the report: the page in the bucket, the rounds table and this
+    round's summary."""
     ctx = loop.open_context(config_file)
     summary = {"round": round_id, "labels": loop.label_counts(ctx), **steps,
                "queue": loop.queue_state(ctx), "project_url": ctx.project.project_url()}
     loop.finish_round(ctx, round_id, summary)
+    report_uri = publish_history(ctx)
     create_markdown_artifact(
-        key=re.sub(r"[^a-z0-9-]+", "-", f"alpha-round-{ctx.settings.s3.prefix}".lower())[:60],
-        markdown=_report(ctx, summary),
+        key=artifact_key("round", ctx.settings.s3.prefix),
+        markdown=_report(ctx, summary, report_uri),
         description=f"alpha {round_id}",
     )
     return summary
@@ -95,7 +96,7 @@ def _value(value: float | None) -> str:
     return f"**{value:.3f}**" if value is not None else "not measured (no validation split)"
 
 
-def _report(ctx: loop.RoundContext, summary: dict) -> str:
+def _report(ctx: loop.RoundContext, summary: dict, report_uri: str) -> str:
     metrics = summary["model"]["metrics"]
     metric = summary["model"].get("primary_metric") or "accuracy"
     per_label = metrics.get("per_label") or {}
@@ -117,7 +118,8 @@ def _report(ctx: loop.RoundContext, summary: dict) -> str:
         f"(already in Label Studio: {summary['push']['already_present']})\n"
         f"- tasks waiting in the queue: **{summary['queue']['depth']}**\n"
         f"- classes: {', '.join(ctx.settings.task.labels)}\n"
-        f"- Label Studio project: [{ctx.settings.project_title}]({summary['project_url']})\n\n"
+        f"- Label Studio project: [{ctx.settings.project_title}]({summary['project_url']})\n"
+        f"- report with plots: `{report_uri}` (the same page locally: `alpha report`)\n\n"
         + (f"| class | validation {metric} |\n|---|---|\n{rows}\n" if rows else "")
     )
 
@@ -139,13 +141,19 @@ def active_learning_round(config_file: str | None = None, strategy: str | None =
         )
     round_id = begin_round(config_file)
     logger.info("round %s for prefix %r", round_id, settings.s3.prefix)
+    progress = RoundProgress(round_id)
 
     pulled = pull_labels(config_file, round_id)
+    progress.finished("pull")
     model = train(config_file)
+    progress.finished("train")
     selection = score_and_select(config_file, round_id, model["version"], strategy)
+    progress.finished("score-and-select")
     pushed = push(config_file, round_id)
+    progress.finished("push")
     summary = finish(config_file, round_id, {"pull": pulled, "model": model,
                                              "selection": selection, "push": pushed})
+    progress.finished("finish-round")
     logger.info("round %s done: %s labels, pushed %s", round_id,
                 summary["labels"]["labeled"], pushed["created"])
     return summary

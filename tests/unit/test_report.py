@@ -215,10 +215,11 @@ def test_the_round_report_names_a_missing_metric_and_the_classes(settings):
                          "metrics": {"accuracy": None, "per_label": {}}},
                "selection": {"selected": 1, "pool_size": 5, "strategy": "margin"},
                "push": {"created": 1, "already_present": 0}}
-    text = _report(SimpleNamespace(settings=settings), summary)
+    text = _report(SimpleNamespace(settings=settings), summary, "s3://test/proj/reports/x.html")
     assert "validation accuracy not measured (no validation split)" in text
     assert "classes: dark, bright, striped" in text
     assert "tasks waiting in the queue: **4**" in text
+    assert "s3://test/proj/reports/x.html" in text
 
 
 def test_pull_keeps_when_and_how_long_each_annotation_took(store, settings):
