@@ -124,13 +124,41 @@ def run_round(
     strategy: Annotated[str | None, typer.Option(help="Override loop.strategy.")] = None,
 ) -> None:
     """Run one active learning round (pull, train, score, select, push) as a Prefect flow."""
+    from alpha.status import describe_round
+
     settings = _settings(config)
-    from flows.round import active_learning_round
+    from flows.round import active_learning_round  # after _settings: it points Prefect
 
     result = active_learning_round(
         config_file=str(config) if config else None, strategy=strategy or settings.loop.strategy
     )
-    console.print(result, highlight=False)
+    console.print(describe_round(result), highlight=False)
+
+
+@app.command()
+@friendly_errors
+def status(config: ConfigOption = None) -> None:
+    """Show the project: labels by status and class, the annotators' queue, the latest model,
+    the last rounds and whether a round is unfinished."""
+    from alpha.errors import ServiceUnavailable
+    from alpha.history import read_history
+    from alpha.labelstudio import LabelStudioProject, QueueState
+    from alpha.status import status_view
+    from alpha.store import Store
+
+    settings = _settings(config)
+    store = Store.from_settings(settings)
+    history = read_history(store, settings)
+    queue: QueueState | str
+    try:
+        project = LabelStudioProject(settings, store)
+        if project.existing_project_id() is None:  # a status never creates the project
+            queue = f"no Label Studio project {settings.project_title!r} yet"
+        else:
+            queue = project.queue_state()
+    except ServiceUnavailable as error:  # the bucket's part is still worth showing
+        queue = str(error)
+    console.print(status_view(history, queue))
 
 
 @app.command()

@@ -7,7 +7,7 @@ under the same id (see alpha.rounds). Flows add retries, logging and artifacts o
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -177,10 +177,11 @@ def push_step(ctx: RoundContext, round_id: str) -> dict:
             "duplicates_removed": result.duplicates_removed, "unreadable": len(problems)}
 
 
-def queue_state(ctx: RoundContext) -> dict[str, int]:
-    """The annotators' queue now: tasks nobody has annotated or skipped yet (the round
-    summary keeps it, so the report can show the queue depth over time)."""
-    return {"depth": len(ctx.project.unannotated_tasks())}
+def queue_state(ctx: RoundContext) -> dict[str, Any]:
+    """The annotators' queue now: tasks nobody has annotated or skipped yet, the oldest, and
+    how many per model version (the round summary keeps it, so the report can show the
+    queue depth over time)."""
+    return asdict(ctx.project.queue_state())
 
 
 def finish_round(ctx: RoundContext, round_id: str, summary: dict) -> None:
