@@ -13,6 +13,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.progress import MofNCompleteColumn, Progress
 from rich.table import Table
 
 from alpha.errors import AlphaError
@@ -111,7 +112,12 @@ def ingest(
     from alpha.store import Store
 
     settings = _settings(config)
-    report = ingest_folder(Store.from_settings(settings), settings, path, labels, masks=masks)
+    with Progress(*Progress.get_default_columns(), MofNCompleteColumn(), console=console,
+                  transient=True) as bar:
+        uploading = bar.add_task("ingest: checking and uploading images", total=None)
+        report = ingest_folder(Store.from_settings(settings), settings, path, labels,
+                               masks=masks, progress=lambda done, total: bar.update(
+                                   uploading, completed=done, total=total))
     console.print(report.summary(), highlight=False)
     for problem in report.problems:
         err_console.print(f"[yellow]skipped:[/] {problem}", highlight=False)
