@@ -27,7 +27,7 @@ ROUND_STEPS = ("pull", "train", "score-and-select", "push", "finish-round")
 def artifact_key(what: str, prefix: str) -> str:
     """A Prefect artifact key (lowercase letters, digits and dashes) per project prefix, so
     each project's newest artifact of one sort is found under one key."""
-    return re.sub(r"[^a-z0-9-]+", "-", f"alpha-{what}-{prefix}".lower())[:60].strip("-")
+    return re.sub(r"[^a-z0-9-]+", "-", f"alpha-{what}-{prefix}".lower())[:60]
 
 
 def publish_history(ctx: loop.RoundContext) -> str:
