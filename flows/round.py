@@ -100,7 +100,9 @@ def _report(ctx: loop.RoundContext, summary: dict, report_uri: str) -> str:
     metrics = summary["model"]["metrics"]
     metric = summary["model"].get("primary_metric") or "accuracy"
     per_label = metrics.get("per_label") or {}
-    rows = "\n".join(f"| {name} | {_value(value)} |" for name, value in per_label.items())
+    names = [n for n in ctx.settings.task.labels if n in per_label]  # the task's class order
+    names += [n for n in per_label if n not in names]  # a class renamed since training
+    rows = "\n".join(f"| {name} | {_value(per_label[name])} |" for name in names)
     return (
         f"# alpha round {summary['round']}\n\n"
         f"- labels so far: **{summary['labels']['labeled']}** "

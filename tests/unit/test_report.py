@@ -212,7 +212,8 @@ def test_the_round_report_names_a_missing_metric_and_the_classes(settings):
                                                  "overlapped": 0, "mean_changed": None},
                "pull": {}, "queue": {"depth": 4}, "project_url": "http://ls/projects/1/data",
                "model": {"version": "m1", "trained": True, "primary_metric": "accuracy",
-                         "metrics": {"accuracy": None, "per_label": {}}},
+                         "metrics": {"accuracy": None,
+                                     "per_label": {"striped": 0.25, "bright": None}}},
                "selection": {"selected": 1, "pool_size": 5, "strategy": "margin"},
                "push": {"created": 1, "already_present": 0}}
     text = _report(SimpleNamespace(settings=settings), summary, "s3://test/proj/reports/x.html")
@@ -220,6 +221,8 @@ def test_the_round_report_names_a_missing_metric_and_the_classes(settings):
     assert "classes: dark, bright, striped" in text
     assert "tasks waiting in the queue: **4**" in text
     assert "s3://test/proj/reports/x.html" in text
+    # per-class rows by name in the task's class order, a missing value named too
+    assert "| bright | not measured (no validation split) |\n| striped | **0.250** |" in text
 
 
 def test_pull_keeps_when_and_how_long_each_annotation_took(store, settings):
