@@ -21,15 +21,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import matplotlib
+import numpy as np
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+from matplotlib.ticker import PercentFormatter
 
-matplotlib.use("Agg")  # no display; must precede pyplot
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-
-from alpha.config import Settings  # noqa: E402
-from alpha.history import ProjectHistory, read_history  # noqa: E402
-from alpha.store import Store  # noqa: E402
+from alpha.config import Settings
+from alpha.history import ProjectHistory, read_history, rounds_table
+from alpha.store import Store
 
 REPORT_KEY = ("reports", "index.html")
 """Where a round leaves the report in the bucket: `{prefix}/reports/index.html`."""
@@ -54,16 +53,17 @@ def _svg(figure: Figure, name: str) -> str:
     """The figure as inline SVG. The hash salt makes clip-path and marker ids unique per
     figure: several SVGs share one document, and a repeated id would clip the wrong plot."""
     buffer = io.StringIO()
-    with plt.rc_context({"svg.fonttype": "none", "svg.hashsalt": f"alpha-{name}"}):
+    with matplotlib.rc_context({"svg.fonttype": "none", "svg.hashsalt": f"alpha-{name}"}):
         figure.savefig(buffer, format="svg", bbox_inches="tight",
                        metadata={"Creator": None, "Date": None, "Format": None, "Type": None})
-    plt.close(figure)
     text = buffer.getvalue()
     return text[text.index("<svg"):]  # drop the XML prolog and doctype: inline in HTML
 
 
-def _figure(width: float = 6.4, height: float = 3.4) -> tuple[Figure, plt.Axes]:
-    figure, axes = plt.subplots(figsize=(width, height))
+def _figure(width: float = 6.4, height: float = 3.4) -> tuple[Figure, Axes]:
+    """A figure of its own (not pyplot's global one: rounds may draw in threads)."""
+    figure = Figure(figsize=(width, height))
+    axes = figure.subplots()
     axes.spines[["top", "right"]].set_visible(False)
     axes.grid(alpha=0.3)
     return figure, axes
@@ -76,7 +76,7 @@ def _tag(bars, gid: str) -> None:
         bar.set_gid(f"{gid}-{index}")
 
 
-def _bars_by_round(axes: plt.Axes, rounds: list[int], values: list[float], gid: str,
+def _bars_by_round(axes: Axes, rounds: list[int], values: list[float], gid: str,
                    color: str) -> None:
     _tag(axes.bar([str(r) for r in rounds], values, color=color, width=0.6), gid)
     axes.margins(x=0.5 / len(rounds))  # one or two rounds: bars, not walls
@@ -257,7 +257,7 @@ def changed_per_round(history: ProjectHistory) -> Plot:
     _bars_by_round(axes, [p.number for p in rounds], [p.pulled_changed for p in rounds],
                    "series-changed", COLORS["first"])
     axes.set_ylim(0, 1)
-    axes.yaxis.set_major_formatter(matplotlib.ticker.PercentFormatter(1.0))
+    axes.yaxis.set_major_formatter(PercentFormatter(1.0))
     axes.set_ylabel("changed")
     plot.svg = _svg(figure, plot.name)
     return plot
@@ -331,8 +331,6 @@ def _section(plot: Plot) -> str:
 
 def render_report(history: ProjectHistory, now: datetime | None = None) -> str:
     """The report page for a project's history, as one HTML string."""
-    from alpha.history import rounds_table
-
     now = now or datetime.now(UTC)
     latest = history.rounds[-1] if history.rounds else None
     metric = history.primary_metric
