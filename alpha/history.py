@@ -116,6 +116,12 @@ def _mean(values: list[float]) -> float | None:
     return float(np.mean(values)) if values else None
 
 
+def _round_number(round_id: str) -> int:
+    """3 for `round-0003`; 0 for a folder someone named otherwise (still listed)."""
+    digits = round_id.removeprefix("round-")
+    return int(digits) if digits.isdigit() else 0
+
+
 def _round_point(store: Store, round_id: str, summary: dict[str, Any],
                  records: dict[str, LabelRecord]) -> RoundPoint:
     labels = summary.get("labels") or {}
@@ -132,7 +138,7 @@ def _round_point(store: Store, round_id: str, summary: dict[str, Any],
     queue = summary.get("queue") or {}
     return RoundPoint(
         round_id=round_id,
-        number=int(round_id.removeprefix("round-")),
+        number=_round_number(round_id),
         finished_at=summary.get("written_at"),
         labeled=int(labels.get("labeled", 0)),
         skipped=int(labels.get("skipped", 0)),

@@ -163,6 +163,14 @@ def test_one_round_draws_its_point(store, settings):
     assert "round-0002</code> has not finished" in page
 
 
+def test_a_round_folder_made_by_hand_is_read_not_fatal(store, settings):
+    write_round_record(store, "round-copy", "summary", {"labels": {"labeled": 3}})
+    (point,) = read_history(store, settings).rounds
+    assert (point.number, point.labeled, point.metric, point.model_version) == (0, 3, None, "?")
+    assert 'id="learning-curve" data-drawn="false"' in render_report(read_history(store,
+                                                                                  settings))
+
+
 def test_a_simulation_draws_test_values_and_the_random_arm(project, settings):
     from alpha.store import Store
 
