@@ -7,6 +7,7 @@ under the same id (see alpha.rounds). Flows add retries, logging and artifacts o
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -99,14 +100,15 @@ LABELED_EMBEDDINGS = frozenset({"coreset", "typiclust"})
 """Strategies that place the pool relative to the labeled images' embeddings."""
 
 
-def select_step(ctx: RoundContext, round_id: str, version: str, strategy: str) -> dict:
+def select_step(ctx: RoundContext, round_id: str, version: str, strategy: str,
+                progress: Callable[[int, int], None] | None = None) -> dict:
     """Score the pool with the model and write the round's selection (reused on a re-run).
 
     Only what the strategy needs is computed: Monte-Carlo samples for Bayesian measures,
     BADGE's gradient embeddings, and the labeled images' embeddings for the strategies that
     compare the pool with what is already labeled (core-set, TypiClust). The record holds
     ids, keys and scores only: push predicts the chosen images again for their
-    pre-annotations.
+    pre-annotations. `progress(done, total)` follows the scoring of the pool.
     """
     existing = read_round_record(ctx.store, round_id, "selection")
     if existing is not None:
@@ -120,7 +122,7 @@ def select_step(ctx: RoundContext, round_id: str, version: str, strategy: str) -
     exclude = {i for i, r in records.items() if r.status != "retracted"}
     exclude |= set(ctx.project.task_image_ids())
     pool = score_pool(ctx.store, loaded, ctx.settings, exclude=exclude, mc_samples=mc_samples,
-                      gradients=strategy in NEEDS_GRADIENTS)
+                      gradients=strategy in NEEDS_GRADIENTS, progress=progress)
     labeled_embeddings = None
     cold_start = len(labeled_ids) < len(loaded.labels)  # select_batch switches to TypiClust
     if (strategy in LABELED_EMBEDDINGS or cold_start) and labeled_ids:

@@ -57,3 +57,25 @@ class RoundProgress:
         self.done += 1
         update_progress_artifact(self.artifact_id, 100.0 * self.done / len(ROUND_STEPS),
                                  description=f"alpha {self.round_id}: {step} done")
+
+
+class StepProgress:
+    """A progress artifact for one long step, fed `(done, total)`; updated only when it
+    moved by `step_percent` or reached the end, so a big pool makes a few dozen calls to
+    the server, not one per batch."""
+
+    def __init__(self, description: str, step_percent: float = 5.0) -> None:
+        self.description = description
+        self.step_percent = step_percent
+        self.shown = 0.0
+        self.artifact_id: UUID | None = None  # made at the first call: a step that finds
+        # its work done (a resumed round) leaves no bar stuck at 0 %
+
+    def __call__(self, done: int, total: int) -> None:
+        percent = 100.0 * done / total if total else 100.0
+        if self.artifact_id is None:
+            self.artifact_id = create_progress_artifact(0.0, description=self.description)
+        if percent - self.shown >= self.step_percent or (percent >= 100.0 > self.shown):
+            self.shown = percent
+            update_progress_artifact(self.artifact_id, percent,
+                                     description=f"{self.description}: {done} of {total}")

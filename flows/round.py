@@ -15,7 +15,7 @@ from alpha.config import load_settings
 from alpha.errors import AlphaError, ConfigError, ServiceRefused, ServiceUnavailable
 from alpha.rounds import current_round_id
 from alpha.strategies import STRATEGIES
-from flows.artifacts import RoundProgress, artifact_key, publish_history
+from flows.artifacts import RoundProgress, StepProgress, artifact_key, publish_history
 
 
 def _may_pass(task, task_run, state) -> bool:
@@ -51,7 +51,8 @@ def train(config_file: str | None) -> dict:
 
 @task(name="score-and-select", **NETWORK_RETRIES)
 def score_and_select(config_file: str | None, round_id: str, version: str, strategy: str) -> dict:
-    return loop.select_step(loop.open_context(config_file), round_id, version, strategy)
+    return loop.select_step(loop.open_context(config_file), round_id, version, strategy,
+                            progress=StepProgress(f"alpha {round_id}: scoring the pool"))
 
 
 @task(name="push", **NETWORK_RETRIES)

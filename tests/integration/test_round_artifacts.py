@@ -62,10 +62,11 @@ def test_each_round_publishes_the_rounds_table_summary_and_progress(finished_rou
     assert classes[0] == "class" and set(classes[1:]) <= set(settings.task.labels)
     assert classes[1:], "per-class rows (by class name) are missing"
 
-    for run in (first, second):
-        (progress,) = run["progress"]
-        assert float(progress.data) == pytest.approx(100.0)
-        assert "finish-round done" in progress.description
+    pool_sizes = [s["selection"]["pool_size"] for s in rounds.summaries]
+    for run, pool in zip((first, second), pool_sizes, strict=True):
+        bars = {a.description.split(": ", 1)[1]: float(a.data) for a in run["progress"]}
+        assert bars == {"finish-round done": pytest.approx(100.0),
+                        f"scoring the pool: {pool} of {pool}": pytest.approx(100.0)}
 
     everything = " ".join(f"{a.data} {a.description}" for run in (first, second)
                           for found in run.values() for a in found)
