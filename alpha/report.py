@@ -157,6 +157,9 @@ def per_class_metric(history: ProjectHistory) -> Plot:
     latest, first = models[-1], models[0]
     names = [n for n in history.labels if n in latest.per_label]
     names += [n for n in latest.per_label if n not in names]
+    unmeasured = [n for n in history.labels if n not in latest.per_label]
+    if unmeasured:
+        plot.caption += f" No validation images of {', '.join(unmeasured)} (not shown)."
     figure, axes = _figure(height=max(2.4, 0.3 * len(names) + 1))
     _tag(axes.barh(names, [latest.per_label[n] for n in names], color=COLORS["validation"],
                    label=f"latest ({latest.version})"), "series-latest")

@@ -126,6 +126,7 @@ def test_every_plot_is_drawn_from_a_full_history(project, settings):
                                  page, flags=re.S):
         assert "<svg" in body and 'id="series-' in body, name
     assert "dark" in page and "striped" in page  # class names, as text in the SVG
+    assert "No validation images of striped (not shown)." in page  # m1 measured 2 of 3
     assert "round-0002" in page and "not measured" not in page
     assert "http://ls.example/projects/7/data" in page
     # Self-contained: nothing to fetch, every link inside the page but the Label Studio one.
