@@ -58,6 +58,7 @@ class RoundPoint:
     pulled_changed: float | None
     project_url: str | None = None
     test_metric: float | None = None
+    baseline_prefix: str | None = None  # the arm a simulation compared this one with
 
 
 @dataclass
@@ -157,6 +158,7 @@ def _round_point(store: Store, round_id: str, summary: dict[str, Any],
         pulled_changed=_mean([r.changed for r in labeled if r.changed is not None]),
         project_url=summary.get("project_url"),
         test_metric=evaluation.get("value"),
+        baseline_prefix=evaluation.get("baseline_prefix"),
     )
 
 
@@ -263,22 +265,14 @@ def read_history(store: Store, settings: Settings) -> ProjectHistory:
         project_url=rounds[-1].project_url if rounds else None,
         unfinished_round=unfinished, unreadable_masks=unreadable,
     )
-    baseline = _baseline_prefix(store, rounds)
+    # The arm a simulation compared this one with (random selection on the same data), as
+    # the newest evaluation record names it.
+    baseline = next((p.baseline_prefix for p in reversed(rounds) if p.baseline_prefix), None)
     if baseline is not None:
         other = Store(store.client, store.bucket, baseline, store.endpoint)
         history.baseline_name = baseline
         history.baseline = read_rounds(other)[0]
     return history
-
-
-def _baseline_prefix(store: Store, rounds: list[RoundPoint]) -> str | None:
-    """The prefix of the arm a simulation compared this one with (random selection on the
-    same data), from the newest evaluation record that names one."""
-    for point in reversed(rounds):
-        evaluation = read_round_record(store, point.round_id, EVALUATION) or {}
-        if evaluation.get("baseline_prefix"):
-            return str(evaluation["baseline_prefix"])
-    return None
 
 
 def record_evaluation(store: Store, round_id: str, metric: str, value: float, n_images: int,
