@@ -17,7 +17,7 @@ import io
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import matplotlib
@@ -283,6 +283,8 @@ def model_versions(history: ProjectHistory) -> Plot:
                       xytext=(4, -10), fontsize=7)
     axes.set_ylabel("labels seen")
     axes.set_ylim(0, max(m.n_labels for m in models) * 1.15 + 1)
+    if len(times) == 1:  # one point: an hour either side, not matplotlib's years
+        axes.set_xlim(times[0] - timedelta(hours=1), times[0] + timedelta(hours=1))
     figure.autofmt_xdate()
     plot.svg = _svg(figure, plot.name)
     return plot
