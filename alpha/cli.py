@@ -13,6 +13,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.progress import MofNCompleteColumn, Progress
 from rich.table import Table
 
 from alpha.errors import AlphaError
@@ -111,7 +112,12 @@ def ingest(
     from alpha.store import Store
 
     settings = _settings(config)
-    report = ingest_folder(Store.from_settings(settings), settings, path, labels, masks=masks)
+    with Progress(*Progress.get_default_columns(), MofNCompleteColumn(), console=console,
+                  transient=True) as bar:
+        uploading = bar.add_task("ingest: checking and uploading images", total=None)
+        report = ingest_folder(Store.from_settings(settings), settings, path, labels,
+                               masks=masks, progress=lambda done, total: bar.update(
+                                   uploading, completed=done, total=total))
     console.print(report.summary(), highlight=False)
     for problem in report.problems:
         err_console.print(f"[yellow]skipped:[/] {problem}", highlight=False)
@@ -124,13 +130,41 @@ def run_round(
     strategy: Annotated[str | None, typer.Option(help="Override loop.strategy.")] = None,
 ) -> None:
     """Run one active learning round (pull, train, score, select, push) as a Prefect flow."""
+    from alpha.status import describe_round
+
     settings = _settings(config)
-    from flows.round import active_learning_round
+    from flows.round import active_learning_round  # after _settings: it points Prefect
 
     result = active_learning_round(
         config_file=str(config) if config else None, strategy=strategy or settings.loop.strategy
     )
-    console.print(result, highlight=False)
+    console.print(describe_round(result), highlight=False)
+
+
+@app.command()
+@friendly_errors
+def status(config: ConfigOption = None) -> None:
+    """Show the project: labels by status and class, the annotators' queue, the latest model,
+    the last rounds and whether a round is unfinished."""
+    from alpha.errors import ServiceUnavailable
+    from alpha.history import read_history
+    from alpha.labelstudio import LabelStudioProject, QueueState
+    from alpha.status import status_view
+    from alpha.store import Store
+
+    settings = _settings(config)
+    store = Store.from_settings(settings)
+    history = read_history(store, settings)
+    queue: QueueState | str
+    try:
+        project = LabelStudioProject(settings, store)
+        if project.existing_project_id() is None:  # a status never creates the project
+            queue = f"no Label Studio project {settings.project_title!r} yet"
+        else:
+            queue = project.queue_state()
+    except ServiceUnavailable as error:  # the bucket's part is still worth showing
+        queue = str(error)
+    console.print(status_view(history, queue))
 
 
 @app.command()
@@ -191,6 +225,25 @@ def relabel(config: ConfigOption = None) -> None:
     console.print(f"restored {len(result.created)} labeled tasks to project "
                   f"{result.project_id} ({len(result.already_present)} were there)",
                   highlight=False)
+
+
+@app.command()
+@friendly_errors
+def report(
+    config: ConfigOption = None,
+    out: Annotated[Path | None, typer.Option(
+        "--out", "-o", help="Where to write the HTML page (default ./alpha-report-PREFIX.html)."
+    )] = None,
+) -> None:
+    """Write one self-contained HTML page of plots about the project (learning curve, labels
+    per class, agreement, throughput, queue, model versions), from the bucket."""
+    from alpha.report import default_report_path, write_report
+    from alpha.store import Store
+
+    settings = _settings(config)
+    path = write_report(Store.from_settings(settings), settings,
+                        out or default_report_path(settings.s3.prefix))
+    console.print(str(path.resolve()), highlight=False, soft_wrap=True)
 
 
 @app.command()

@@ -29,6 +29,7 @@ from alpha.datasets import (
     write_segmentation_folder,
 )
 from alpha.errors import AlphaError
+from alpha.history import record_evaluation
 from alpha.kinds import get_kind
 from alpha.kinds.base import Target
 from alpha.store import image_id_from_key
@@ -193,10 +194,14 @@ def run_demo(console: Console, simulate_rounds: int, pool_size: int | None = Non
                                     f"alpha simulation {run}: {strategy}", strategy)
     from flows.round import active_learning_round  # only now: _setup_arm points Prefect
     results: dict[str, list[tuple[int, float, float | None]]] = {s: [] for s in arms}
+    baseline = arms["random"][1].settings.s3.prefix
     for round_number in range(simulate_rounds + 1):
         for strategy, (config, ctx, _) in arms.items():
             summary = active_learning_round(config_file=str(config))
             value = test_metric(ctx.store, data, summary["model"]["version"])
+            # Kept beside the round, so `alpha report` draws test values and random's beside.
+            record_evaluation(ctx.store, summary["round"], metric, value, len(data.test_targets),
+                              baseline_prefix=baseline if strategy != "random" else None)
             changed = summary["labels"].get("mean_changed")
             results[strategy].append((summary["labels"]["labeled"], value, changed))
             console.print(f"round {round_number + 1} {strategy}: "

@@ -14,7 +14,10 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import itertools
+import threading
 import unicodedata
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -214,14 +217,15 @@ def _same_bytes(store: Store, entry: dict, data: bytes) -> bool:
 
 def ingest_folder(
     store: Store, settings: Settings, folder: Path, labels_csv: Path | None = None,
-    masks: Path | None = None,
+    masks: Path | None = None, progress: Callable[[int, int], None] | None = None,
 ) -> IngestReport:
     """Upload every readable image, then the seed label records for the ones that made it.
 
     The label CSV is read first, so a file that cannot be parsed stops the ingest before any
     upload; its bad rows, like bad images, are reported and skipped. `masks` (mask kinds
     only) is a folder of mask PNGs, one per labeled image at the same relative path (see
-    `_write_seed_masks`); images without one are the pool.
+    `_write_seed_masks`); images without one are the pool. `progress(done, total)` is
+    called as each image is checked and uploaded (from the upload threads), for a bar.
     """
     folder = Path(folder)
     if not folder.is_dir():
@@ -254,9 +258,18 @@ def ingest_folder(
     planned, problems = _plan(store, names, existing)
     report.problems.extend(problems)
     sizes: dict[str, tuple[int, int]] = {}
+    done = itertools.count(1)
+    lock = threading.Lock()
+
+    def upload(item: tuple[str, str]) -> str | None:
+        outcome = _upload_one(store, folder, *item, existing, sizes)
+        if progress is not None:
+            with lock:
+                progress(next(done), len(planned))
+        return outcome
+
     with ThreadPoolExecutor(max_workers=16) as pool:
-        outcomes = list(pool.map(
-            lambda item: _upload_one(store, folder, *item, existing, sizes), planned.items()))
+        outcomes = list(pool.map(upload, planned.items()))
     ingested: dict[str, str] = {}  # NFC name -> key
     for (name, key), outcome in zip(planned.items(), outcomes, strict=True):
         if outcome is None:

@@ -7,7 +7,8 @@ under the same id (see alpha.rounds). Flows add retries, logging and artifacts o
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -109,7 +110,8 @@ LABELED_EMBEDDINGS = frozenset({"coreset", "typiclust"})
 """Strategies that place the pool relative to the labeled images' embeddings."""
 
 
-def select_step(ctx: RoundContext, round_id: str, version: str, strategy: str) -> dict:
+def select_step(ctx: RoundContext, round_id: str, version: str, strategy: str,
+                progress: Callable[[int, int], None] | None = None) -> dict:
     """Score the pool with the model and write the round's selection (reused on a re-run),
     and the rest of the pool ranked by the same scores (the queue's refills, see
     alpha.queue_depth).
@@ -119,7 +121,8 @@ def select_step(ctx: RoundContext, round_id: str, version: str, strategy: str) -
     compare the pool with what is already labeled (core-set, TypiClust). The record holds
     ids, keys and scores only: push predicts the chosen images again for their
     pre-annotations. A resumed round whose selection an older model made keeps it, and only
-    ranks the pool by `version` for the refills.
+    ranks the pool by `version` for the refills. `progress(done, total)` follows the
+    scoring of the pool.
     """
     existing = read_round_record(ctx.store, round_id, "selection")
     if existing is not None:
@@ -138,7 +141,7 @@ def select_step(ctx: RoundContext, round_id: str, version: str, strategy: str) -
     loaded = load_model(ctx.store, version)
     records = read_all_records(ctx.store)
     labeled_ids = {image_id for image_id, r in records.items() if r.status == "labeled"}
-    pool = _score_unlabeled(ctx, version, strategy, loaded, records)
+    pool = _score_unlabeled(ctx, version, strategy, loaded, records, progress)
     labeled_embeddings = None
     cold_start = len(labeled_ids) < len(loaded.labels)  # select_batch switches to TypiClust
     if (strategy in LABELED_EMBEDDINGS or cold_start) and labeled_ids:
@@ -167,7 +170,8 @@ def select_step(ctx: RoundContext, round_id: str, version: str, strategy: str) -
 
 def _score_unlabeled(ctx: RoundContext, version: str, strategy: str,
                      loaded: LoadedModel | None = None,
-                     records: dict[str, LabelRecord] | None = None):
+                     records: dict[str, LabelRecord] | None = None,
+                     progress: Callable[[int, int], None] | None = None):
     """The pool (images neither labeled nor queued) scored by model `version`, with what
     the strategy needs."""
     loaded = loaded or load_model(ctx.store, version)
@@ -177,7 +181,7 @@ def _score_unlabeled(ctx: RoundContext, version: str, strategy: str,
     exclude |= set(ctx.project.task_image_ids())
     return score_pool(ctx.store, loaded, ctx.settings, exclude=exclude,
                       mc_samples=ctx.settings.loop.mc_samples if strategy in NEEDS_SAMPLES else 0,
-                      gradients=strategy in NEEDS_GRADIENTS)
+                      gradients=strategy in NEEDS_GRADIENTS, progress=progress)
 
 
 def _uncertainty(strategy: str, pool) -> np.ndarray:
@@ -284,6 +288,13 @@ def refresh_step(ctx: RoundContext, version: str) -> dict:
     made = ctx.project.replace_predictions(predictions, version, stale)
     return {"queued": len(tasks), "predicted": made,
             "stale_removed": sum(map(len, stale.values())), "unreadable": len(problems)}
+
+
+def queue_state(ctx: RoundContext) -> dict[str, Any]:
+    """The annotators' queue now: tasks nobody has annotated or skipped yet, the oldest, and
+    how many per model version (the round summary keeps it, so the report can show the
+    queue depth over time)."""
+    return asdict(ctx.project.queue_state())
 
 
 def finish_round(ctx: RoundContext, round_id: str, summary: dict) -> None:

@@ -38,13 +38,28 @@ class MaskRef(BaseModel):
     height: int
 
 
+class AnnotationTime(BaseModel):
+    """When one annotation of a record's task was made, by whom, and how long its annotator
+    worked on it (Label Studio's `lead_time`, seconds; None for annotations made through the
+    API). Kept for every annotation of the task, skips included, so the report can count
+    each annotator's throughput."""
+
+    annotator: str | None = None
+    created_at: str | None = None
+    lead_time: float | None = None
+    cancelled: bool = False
+
+
 class LabelRecord(BaseModel):
     """`status`: labeled; skipped by the annotator; or retracted (its annotations were
     deleted in Label Studio after a pull: kept, with its history, but no longer a label).
     `votes` and `agreement` describe the annotations of an overlapped task (see
     alpha.consensus); `restored` marks a label put back into a re-created project.
     `label` is a choice kind's target; `mask` (+ `segments` for instance kinds) a mask
-    kind's. `changed` is the fraction of the task's pre-annotation the annotator changed."""
+    kind's. `changed` is the fraction of the task's pre-annotation the annotator changed.
+    `annotation_times` says when each annotation was made and how long it took (empty in
+    records pulled before it was kept); it is not part of the label, so a change to it
+    alone rewrites nothing."""
 
     image_id: str
     image_key: str
@@ -63,6 +78,7 @@ class LabelRecord(BaseModel):
     agreement: float | None = None
     changed: float | None = None
     restored: bool = False
+    annotation_times: list[AnnotationTime] = Field(default_factory=list)
     recorded_at: str = Field(default_factory=now_iso)
     history: list[dict] = Field(default_factory=list)
 

@@ -9,7 +9,7 @@ usually limits scoring.
 
 from __future__ import annotations
 
-from collections.abc import Collection, Iterator
+from collections.abc import Callable, Collection, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from itertools import islice
@@ -52,6 +52,7 @@ def score_pool(
     include: Collection[str] | None = None,
     mc_samples: int = 0,
     gradients: bool = False,
+    progress: Callable[[int, int], None] | None = None,
 ) -> PoolScores:
     """Scores and embeddings for every image not in `exclude` (labeled, queued or skipped
     ids), or, with `include`, for just those images (the labeled set, whose embeddings
@@ -61,23 +62,26 @@ def score_pool(
     batch) for Bayesian strategies such as BALD; `gradients` adds BADGE's gradient
     embeddings. Images are decoded with the size and channels the model was trained with,
     which may differ from the current settings if they changed since.
+
+    `progress(done, total)` is called after each batch with the images scored (or found
+    unreadable) so far; asking for it costs one more listing of `images/`, for the total.
     """
     kind = get_kind(loaded.kind)
     excluded = set(exclude)
     size = kind.input_size(loaded.train_settings)
     channels = int(loaded.train_settings.get("channels", settings.train.channels))
     wanted = set(include) if include is not None else None
-    refs = (
-        ref
-        for ref in store.list_images()
-        if ref.image_id not in excluded and (wanted is None or ref.image_id in wanted)
-    )
-    chunks = _chunks(refs, settings.loop.score_batch_size)
+    def chosen(ref: ImageRef) -> bool:
+        return ref.image_id not in excluded and (wanted is None or ref.image_id in wanted)
+
+    chunks = _chunks(filter(chosen, store.list_images()), settings.loop.score_batch_size)
+    total = sum(map(chosen, store.list_images())) if progress is not None else 0
 
     image_ids: list[str] = []
     keys: list[str] = []
     parts: list[BatchScores] = []
     skipped: list[str] = []
+    done = 0
 
     def fetch(chunk: list[ImageRef]) -> tuple[list[ImageRef], Decoded]:
         return chunk, fetch_decoded(store, [ref.key for ref in chunk], size, channels)
@@ -90,16 +94,18 @@ def score_pool(
             following = next(chunks, None)
             pending = prefetcher.submit(fetch, following) if following else None
             skipped += decoded.problems
-            if not decoded.readable:
-                continue
-            parts.append(kind.score_batch(
-                loaded.model, loaded.temperature, decoded.images, settings.task.options,
-                samples=mc_samples if mc_samples >= 2 else 0, gradients=gradients,
-                random_state=settings.loop.random_state,
-            ))
-            kept = [chunk[i] for i in decoded.readable]
-            image_ids += [ref.image_id for ref in kept]
-            keys += [ref.key for ref in kept]
+            if decoded.readable:
+                parts.append(kind.score_batch(
+                    loaded.model, loaded.temperature, decoded.images, settings.task.options,
+                    samples=mc_samples if mc_samples >= 2 else 0, gradients=gradients,
+                    random_state=settings.loop.random_state,
+                ))
+                kept = [chunk[i] for i in decoded.readable]
+                image_ids += [ref.image_id for ref in kept]
+                keys += [ref.key for ref in kept]
+            done += len(chunk)
+            if progress is not None:
+                progress(done, total)
     scores = (
         BatchScores.concatenate(parts) if parts
         else BatchScores(n_classes=len(loaded.labels))

@@ -9,8 +9,6 @@ task loads the settings itself from the file and the environment.
 
 from __future__ import annotations
 
-import re
-
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 
@@ -19,6 +17,7 @@ from alpha.config import load_settings
 from alpha.errors import AlphaError, ConfigError, ServiceRefused, ServiceUnavailable
 from alpha.rounds import current_round_id
 from alpha.strategies import STRATEGIES
+from flows.artifacts import RoundProgress, StepProgress, artifact_key, publish_history
 from flows.locks import project_lock
 from flows.names import ROUND_FLOW, TRAIN_FLOW, webhook_target
 
@@ -66,7 +65,8 @@ def train(config_file: str | None, min_new: int | None = None) -> dict:
 
 @task(name="score-and-select", **NETWORK_RETRIES)
 def score_and_select(config_file: str | None, round_id: str, version: str, strategy: str) -> dict:
-    return loop.select_step(loop.open_context(config_file), round_id, version, strategy)
+    return loop.select_step(loop.open_context(config_file), round_id, version, strategy,
+                            progress=StepProgress(f"alpha {round_id}: scoring the pool"))
 
 
 @task(name="push", **NETWORK_RETRIES)
@@ -86,15 +86,17 @@ def refill_queue(config_file: str | None) -> dict:
 
 @task(name="finish-round", **NETWORK_RETRIES)
 def finish(config_file: str | None, round_id: str, steps: dict) -> dict:
-    """Count the labels, write the round's summary (last, so it marks the round done) and
-    publish the report."""
+    """Count the labels and the queue, write the round's summary (last, so it marks the
+    round done) and publish the report: the page in the bucket, the rounds table and this
+    round's summary."""
     ctx = loop.open_context(config_file)
     summary = {"round": round_id, "labels": loop.label_counts(ctx), **steps,
-               "project_url": ctx.project.project_url()}
+               "queue": loop.queue_state(ctx), "project_url": ctx.project.project_url()}
     loop.finish_round(ctx, round_id, summary)
+    report_uri = publish_history(ctx)
     create_markdown_artifact(
-        key=re.sub(r"[^a-z0-9-]+", "-", f"alpha-round-{ctx.settings.s3.prefix}".lower())[:60],
-        markdown=_report(ctx, summary),
+        key=artifact_key("round", ctx.settings.s3.prefix),
+        markdown=_report(ctx, summary, report_uri),
         description=f"alpha {round_id}",
     )
     return summary
@@ -114,12 +116,18 @@ def _changed(labels: dict) -> str:
             f"{labels['compared']} labels pulled from pre-filled tasks")
 
 
-def _report(ctx: loop.RoundContext, summary: dict) -> str:
+def _value(value: float | None) -> str:
+    """A metric for the report; a model trained without a validation split has none."""
+    return f"**{value:.3f}**" if value is not None else "not measured (no validation split)"
+
+
+def _report(ctx: loop.RoundContext, summary: dict, report_uri: str) -> str:
     metrics = summary["model"]["metrics"]
     metric = summary["model"].get("primary_metric") or "accuracy"
-    per_label = metrics.get("per_label") or metrics.get("per_class", {})
-    rows = "\n".join(f"| {name} | {value:.3f} |" for name, value in per_label.items())
-    value = metrics.get(metric)
+    per_label = metrics.get("per_label") or {}
+    names = [n for n in ctx.settings.task.labels if n in per_label]  # the task's class order
+    names += [n for n in per_label if n not in names]  # a class renamed since training
+    rows = "\n".join(f"| {name} | {_value(per_label[name])} |" for name in names)
     return (
         f"# alpha round {summary['round']}\n\n"
         f"- labels so far: **{summary['labels']['labeled']}** "
@@ -130,12 +138,15 @@ def _report(ctx: loop.RoundContext, summary: dict) -> str:
         f"- pulled this round: {summary['pull']}\n"
         f"- model `{summary['model']['version']}` "
         f"(trained this round: {summary['model']['trained']}): validation {metric} "
-        f"**{value if value is not None else float('nan'):.3f}**\n"
+        f"{_value(metrics.get(metric))}\n"
         f"- selection: {summary['selection']['selected']} of {summary['selection']['pool_size']}"
         f" unlabeled images by `{summary['selection']['strategy']}`\n"
         f"- tasks pushed: **{summary['push']['created']}** "
         f"(already in Label Studio: {summary['push']['already_present']})\n"
-        f"- Label Studio project: [{ctx.settings.project_title}]({summary['project_url']})\n\n"
+        f"- tasks waiting in the queue: **{summary['queue']['depth']}**\n"
+        f"- classes: {', '.join(ctx.settings.task.labels)}\n"
+        f"- Label Studio project: [{ctx.settings.project_title}]({summary['project_url']})\n"
+        f"- report with plots: `{report_uri}` (the same page locally: `alpha report`)\n\n"
         + (f"| class | validation {metric} |\n|---|---|\n{rows}\n" if rows else "")
     )
 
@@ -164,10 +175,13 @@ def active_learning_round(config_file: str | None = None, strategy: str | None =
     with project_lock(settings, "round"):  # one round id, one training at a time
         round_id = begin_round(config_file)
         logger.info("round %s for prefix %r", round_id, settings.s3.prefix)
+        progress = RoundProgress(round_id)
 
         pulled = pull_labels(config_file, round_id)
+        progress.finished("pull")
         model = train(config_file)
-        summary = _select_push_finish(config_file, round_id, strategy, pulled, model)
+        progress.finished("train")
+        summary = _select_push_finish(config_file, round_id, strategy, pulled, model, progress)
     logger.info("round %s done: %s labels, pushed %s", round_id,
                 summary["labels"]["labeled"], summary["push"]["created"])
     return summary
@@ -194,15 +208,22 @@ def train_and_select(config_file: str | None = None, strategy: str | None = None
         logger.info("round %s for prefix %r (model %s)", round_id, settings.s3.prefix,
                     model["version"])
         pulled = {"by": "the pull-labels flow, before this run"}
-        return _select_push_finish(config_file, round_id, strategy, pulled, model)
+        progress = RoundProgress(round_id)
+        progress.finished("pull")
+        progress.finished("train")
+        return _select_push_finish(config_file, round_id, strategy, pulled, model, progress)
 
 
 def _select_push_finish(config_file: str | None, round_id: str, strategy: str, pulled: dict,
-                        model: dict) -> dict:
+                        model: dict, progress: RoundProgress) -> dict:
     selection = score_and_select(config_file, round_id, model["version"], strategy)
+    progress.finished("score-and-select")
     pushed = push(config_file, round_id)
-    queue = {"refresh": refresh_queue(config_file, model["version"]) if model["trained"] else None,
-             "refill": refill_queue(config_file)}
-    return finish(config_file, round_id, {"pull": pulled, "model": model,
-                                          "selection": selection, "push": pushed,
-                                          "queue": queue})
+    progress.finished("push")
+    upkeep = {"refresh": refresh_queue(config_file, model["version"]) if model["trained"]
+              else None, "refill": refill_queue(config_file)}
+    summary = finish(config_file, round_id, {"pull": pulled, "model": model,
+                                             "selection": selection, "push": pushed,
+                                             "upkeep": upkeep})
+    progress.finished("finish-round")
+    return summary

@@ -25,7 +25,7 @@ from alpha.labelstudio.connection import (
     Connection,
 )
 from alpha.labelstudio.pull import PullMixin, PullProblem, PullResult
-from alpha.labelstudio.queue import PushItem, PushResult, QueueMixin
+from alpha.labelstudio.queue import PushItem, PushResult, QueueMixin, QueueState
 
 __all__ = [
     "SAMPLING",
@@ -37,6 +37,7 @@ __all__ = [
     "PullResult",
     "PushItem",
     "PushResult",
+    "QueueState",
 ]
 
 

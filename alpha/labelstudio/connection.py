@@ -191,6 +191,14 @@ class Connection:
                         len(found), self.title, chosen["id"])
         return self._request("GET", f"api/projects/{chosen['id']}/")
 
+    @_ls_errors("looking for the project")
+    def existing_project_id(self) -> int | None:
+        """The project's id if it exists, without creating anything (for read-only views)."""
+        found = self._find_project()
+        if found is not None:
+            self._project_id = int(found["id"])
+        return self._project_id
+
     @_ls_errors("setting up the project")
     def ensure_project(self) -> int:
         """Create or reuse the project, its label config, sampling, storage and bucket CORS.

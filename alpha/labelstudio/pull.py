@@ -25,7 +25,14 @@ from alpha.labelstudio.connection import (
     _parse_time,
     log,
 )
-from alpha.records import LabelRecord, attach_mask, now_iso, read_record, upsert_record
+from alpha.records import (
+    AnnotationTime,
+    LabelRecord,
+    attach_mask,
+    now_iso,
+    read_record,
+    upsert_record,
+)
 
 EXPORT_CHUNK = 200  # ids per export request: Django refuses over 1000 query fields (HTTP 400)
 # Annotations saved in the same moment as a pull may commit after it listed tasks; re-reading
@@ -70,6 +77,23 @@ def _prediction_result(task: dict) -> list | None:
     result = newest.get("result")
     return result if isinstance(result, list) else None
 
+
+def _user_id(annotation: dict) -> int | None:
+    user = annotation.get("completed_by")
+    user_id = user.get("id") if isinstance(user, dict) else user
+    return int(user_id) if user_id is not None else None
+
+
+def _annotation_timing(annotation: dict, users: dict[int, str]) -> AnnotationTime:
+    """Who made an exported annotation, when, and in how many seconds (`lead_time`)."""
+    user_id = _user_id(annotation)
+    lead_time = annotation.get("lead_time")
+    return AnnotationTime(
+        annotator=users.get(user_id, str(user_id)) if user_id is not None else None,
+        created_at=annotation.get("created_at"),
+        lead_time=float(lead_time) if isinstance(lead_time, int | float) else None,
+        cancelled=bool(annotation.get("was_cancelled")),
+    )
 
 
 class PullMixin(Connection):
@@ -152,8 +176,7 @@ class PullMixin(Connection):
         else:
             chosen = annotations[-1]
         target = reading.target if reading is not None else None
-        user = chosen.get("completed_by")
-        user_id = user.get("id") if isinstance(user, dict) else user
+        user_id = _user_id(chosen)
         record = LabelRecord(
             image_id=image_id,
             image_key=uri.removeprefix(bucket_root),
@@ -161,8 +184,8 @@ class PullMixin(Connection):
             label=target.label if target is not None else None,
             segments=target.segments if target is not None else None,
             source="labelstudio",
-            annotator=users.get(int(user_id), str(user_id)) if user_id is not None else None,
-            simulated=user_id is not None and int(user_id) == simulator,
+            annotator=users.get(user_id, str(user_id)) if user_id is not None else None,
+            simulated=user_id is not None and user_id == simulator,
             ls_project_id=self.project_id,
             ls_task_id=int(task["id"]),
             ls_annotation_id=int(chosen["id"]),
@@ -173,6 +196,7 @@ class PullMixin(Connection):
             agreement=reading.agreement if reading is not None else None,
             changed=reading.changed if reading is not None else None,
             restored=bool(data.get("restored")),
+            annotation_times=[_annotation_timing(a, users) for a in annotations],
         )
         return record, target.mask if target is not None else None
 

@@ -9,6 +9,7 @@ arrive ready-made from the kind (`PushItem.result`): the queue passes them throu
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -52,6 +53,22 @@ class PushResult:
     already_present: dict[str, int] = field(default_factory=dict)
     duplicates_removed: int = 0
 
+
+@dataclass
+class QueueState:
+    """The tasks nobody has annotated or skipped yet: how many, the oldest (id, when it was
+    made), and per model version of their pre-annotation how many ("none" without one)."""
+
+    depth: int
+    by_model_version: dict[str, int]
+    oldest_task_id: int | None = None
+    oldest_created_at: str | None = None
+
+
+UNANNOTATED = {"filters": {"conjunction": "and", "items": [
+    {"filter": f"filter:tasks:{counter}", "operator": "equal", "type": "Number", "value": 0}
+    for counter in ("total_annotations", "cancelled_annotations")]}}
+"""The Data Manager query of tasks without a finished or skipped annotation."""
 
 
 class QueueMixin(Connection):
@@ -226,10 +243,7 @@ class QueueMixin(Connection):
 
         Push imports the most uncertain first, so id order is the order people are served.
         """
-        items = [{"filter": f"filter:tasks:{counter}", "operator": "equal", "type": "Number",
-                  "value": 0} for counter in ("total_annotations", "cancelled_annotations")]
-        query = {"filters": {"conjunction": "and", "items": items}}
-        tasks = self._list_tasks("id,data", query)
+        tasks = self._list_tasks("id,data", UNANNOTATED)
         return {int(t["id"]): self._image_id_of(t.get("data") or {})
                 for t in sorted(tasks, key=lambda t: t["id"])}
 
@@ -269,6 +283,20 @@ class QueueMixin(Connection):
             self._request("PATCH", f"api/projects/{project_id}/",
                           json={"model_version": model_version})
         return len(todo)
+
+    @_ls_errors("reading the annotators' queue")
+    def queue_state(self) -> QueueState:
+        """The tasks waiting for an annotator: how many, the oldest, and how many carry a
+        pre-annotation of each model version (`fields=all` fills that column; the
+        predictions themselves are not read)."""
+        tasks = list(self._list_tasks("id,created_at,predictions_model_versions", UNANNOTATED,
+                                      fields="all"))
+        versions = Counter(str(t.get("predictions_model_versions") or "none") for t in tasks)
+        oldest = min(tasks, key=lambda t: (t.get("created_at") or "", t["id"]), default=None)
+        return QueueState(
+            depth=len(tasks), by_model_version=dict(sorted(versions.items())),
+            oldest_task_id=int(oldest["id"]) if oldest else None,
+            oldest_created_at=oldest.get("created_at") if oldest else None)
 
     @_ls_errors("saving an annotation")
     def create_annotation(self, task_id: int, result: list[dict], *, was_cancelled: bool = False,

@@ -24,8 +24,11 @@ from sklearn.datasets import load_digits
 
 from alpha.config import Settings, alpha_home, load_settings
 from alpha.errors import ConfigError
+from alpha.ingest import ingest_folder
 from alpha.kinds import get_kind
+from alpha.kinds.base import Target
 from alpha.labelstudio import LabelStudioProject, PushItem
+from alpha.loop import RoundContext, open_context
 from alpha.store import Store, image_id_from_key
 from infra import stack
 
@@ -198,6 +201,55 @@ def semantic_settings_for():
     return semantic_settings
 
 
+def make_digits_project(folder: Path, seed_per_class: int, pool: int, batch: int,
+                        loop_toml: str = "", names: list[str] | None = None,
+                        train_toml: str = "") -> tuple[Path, RoundContext, dict[str, str]]:
+    """A fresh project of real sklearn digits (8x8) ingested from `folder`: `seed_per_class`
+    seed labels of each digit and a pool of `pool` unlabeled ones; returns the config file,
+    its context and the pool's truth (image id -> label) for the simulated annotator.
+    `loop_toml` and `train_toml` add lines to the config's `[loop]` and `[train]` sections;
+    `names` are the class names of the digits 0..9 (default "0".."9")."""
+    names = names or [str(d) for d in range(10)]
+    digits = load_digits()
+    images = folder / "images"
+    images.mkdir()
+    rng = np.random.default_rng(0)
+    order = rng.permutation(len(digits.target))
+    seed: list[int] = []
+    for c in range(10):
+        seed += [i for i in order if digits.target[i] == c][:seed_per_class]
+    chosen = set(seed)
+    pooled = [i for i in order if i not in chosen][:pool]
+    truth = {}
+    for i in seed + pooled:
+        name = f"digit-{i:04d}.png"
+        Image.fromarray((digits.images[i] * 16).clip(0, 255).astype(np.uint8)).save(images / name)
+        if i in pooled:
+            truth[image_id_from_key(name)] = names[digits.target[i]]
+    (folder / "seed.csv").write_text(
+        "".join(f"digit-{i:04d}.png,{names[digits.target[i]]}\n" for i in seed))
+    prefix = f"test-flow-{uuid.uuid4().hex[:8]}"
+    config = folder / "alpha.toml"
+    config.write_text(
+        f'[s3]\nprefix = "{prefix}"\n'
+        f'[labelstudio]\nproject_title = "alpha test {prefix}"\n'
+        f"[task]\nlabels = {json.dumps(names)}\n"
+        f"[train]\nimage_size = 8\nepochs = 15\n{train_toml}"
+        f"[loop]\nbatch_size = {batch}\n{loop_toml}"
+    )
+    ctx = open_context(config)
+    report = ingest_folder(ctx.store, ctx.settings, images, folder / "seed.csv")
+    assert report.uploaded == len(seed) + pool and report.seed_labels == len(seed)
+    return config, ctx, truth
+
+
+@pytest.fixture(scope="session")
+def digits_project_maker():
+    """`make_digits_project(folder, seed_per_class, pool, batch, loop_toml="", names=None,
+    train_toml="")`."""
+    return make_digits_project
+
+
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
     "--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -238,3 +290,64 @@ def browser():
         browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         yield browser
         browser.close()
+
+
+@dataclass
+class FinishedRounds:
+    """A digits project after two real rounds on the stack (see `finished_rounds`)."""
+
+    config: Path
+    ctx: RoundContext
+    summaries: list[dict]
+    flow_run_ids: list
+    second_annotator: str
+    overlapped: list[str]  # image ids a second person annotated too
+    skipped: str  # the image id the second person skipped
+
+
+@pytest.fixture(scope="session")
+def finished_rounds(stack_is_up, tmp_path_factory) -> Iterator[FinishedRounds]:
+    """Two rounds of a small digits project as flow runs on the Prefect server, with real
+    annotations in between: the simulated annotator labels 7 of round 1's 10 tasks, the
+    API token's own user labels 3 of those again with a lead time (two agreeing, one not)
+    and skips one more task, and 2 tasks stay in the queue. For the report, artifact and
+    status tests; removed afterwards (Label Studio project and bucket prefix)."""
+    from alpha.simulate import simulate_annotations
+    from flows.round import active_learning_round
+
+    config, ctx, truth = make_digits_project(tmp_path_factory.mktemp("rounds"), 3, 60, 10,
+                                             names=LABELS, train_toml="min_steps = 60\n")
+    states = [active_learning_round(config_file=str(config), return_state=True)]
+    project = ctx.project
+    simulated = simulate_annotations(project, truth, random_state=0, limit=7)
+    assert simulated.annotated == 7
+    overlapped = []
+    images_of = {task: image for image, task in project.task_image_ids().items()}
+    for number, task_id in enumerate(simulated.task_ids[:3]):
+        image_id = images_of[task_id]
+        label = truth[image_id] if number < 2 else LABELS[(LABELS.index(truth[image_id]) + 1) % 10]
+        project.client.annotations.create(
+            id=task_id, result=project.kind.result_from_target(
+                Target(label=label), project.labels, (0, 0)), lead_time=20.0 + 10 * number)
+        overlapped.append(image_id)
+    waiting = project.unannotated_tasks()
+    skipped_task, skipped = next(iter(waiting.items()))
+    project.client.annotations.create(id=skipped_task, result=[], was_cancelled=True,
+                                      lead_time=5.0)
+    states.append(active_learning_round(config_file=str(config), return_state=True))
+    assert all(state.is_completed() for state in states), states
+    me = project._request("GET", "api/current-user/whoami")
+    try:
+        yield FinishedRounds(
+            config=config, ctx=ctx, summaries=[s.result() for s in states],
+            flow_run_ids=[s.state_details.flow_run_id for s in states],
+            second_annotator=me.get("email") or me.get("username"), overlapped=overlapped,
+            skipped=str(skipped))
+    finally:
+        found = project._find_project()
+        if found is not None:
+            project.client.projects.delete(id=found["id"])
+        keys = list(ctx.store.list_keys(""))
+        for start in range(0, len(keys), 1000):
+            ctx.store.client.delete_objects(Bucket=ctx.store.bucket, Delete={
+                "Objects": [{"Key": k} for k in keys[start:start + 1000]], "Quiet": True})

@@ -75,7 +75,7 @@ def test_the_queue_is_refilled_to_its_depth_and_follows_the_newest_model(project
     first = active_learning_round(config_file=config)
     v1 = first["model"]["version"]
     assert first["push"]["created"] == BATCH  # 8 < depth: the whole batch
-    assert first["queue"]["refill"]["pushed"] == 0  # 8 >= the low-water mark
+    assert first["upkeep"]["refill"]["pushed"] == 0  # 8 >= the low-water mark
     assert len(_queue(ctx)) == BATCH
 
     # Annotators drain the queue below the low-water mark; a pull tops it up to the depth
@@ -102,8 +102,8 @@ def test_the_queue_is_refilled_to_its_depth_and_follows_the_newest_model(project
     v2 = resumed["model"]["version"]
     assert resumed["round"] == "round-0001" and resumed["model"]["trained"] and v2 != v1
     assert resumed["push"]["created"] == 0
-    assert resumed["queue"]["refresh"]["predicted"] == DEPTH - 8
-    refill = resumed["queue"]["refill"]
+    assert resumed["upkeep"]["refresh"]["predicted"] == DEPTH - 8
+    refill = resumed["upkeep"]["refill"]
     assert refill["pushed"] == 8 and refill["model_version"] == v2
     queue = _queue(ctx)
     assert len(queue) == DEPTH
@@ -122,5 +122,5 @@ def test_the_queue_is_refilled_to_its_depth_and_follows_the_newest_model(project
     # The next round with a full queue pushes nothing past the depth.
     simulate_annotations(ctx.project, truth, random_state=3, limit=1)
     third = active_learning_round(config_file=config)
-    assert third["push"]["created"] == 1 and third["queue"]["refill"]["pushed"] == 0
+    assert third["push"]["created"] == 1 and third["upkeep"]["refill"]["pushed"] == 0
     assert len(_queue(ctx)) == DEPTH

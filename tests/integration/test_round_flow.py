@@ -7,22 +7,16 @@ import os
 import subprocess
 import sys
 import time
-import uuid
 from pathlib import Path
 
-import numpy as np
 import pytest
-from PIL import Image
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
 
 from alpha.errors import ConfigError
-from alpha.ingest import ingest_folder
-from alpha.loop import open_context
 from alpha.records import read_all_records
 from alpha.rounds import round_ids
 from alpha.simulate import simulate_annotations
-from alpha.store import image_id_from_key
 from alpha.strategies import DEFAULT_STRATEGY
 from flows.round import active_learning_round
 
@@ -34,40 +28,11 @@ BATCH = 20
 
 
 @pytest.fixture(scope="module")
-def digits_project(tmp_path_factory):
+def digits_project(tmp_path_factory, digits_project_maker):
     """A fresh project: 60 seed labels and a pool of 200 real digits, with their truth."""
-    from sklearn.datasets import load_digits
-
-    digits = load_digits()
-    folder = tmp_path_factory.mktemp("digits")
-    images = folder / "images"
-    images.mkdir()
-    rng = np.random.default_rng(0)
-    order = rng.permutation(len(digits.target))
-    seed: list[int] = []
-    for c in range(10):
-        seed += [i for i in order if digits.target[i] == c][:SEED_PER_CLASS]
-    pool = [i for i in order if i not in set(seed)][:POOL]
-    truth = {}
-    for i in seed + pool:
-        name = f"digit-{i:04d}.png"
-        Image.fromarray((digits.images[i] * 16).clip(0, 255).astype(np.uint8)).save(images / name)
-        if i in pool:
-            truth[image_id_from_key(name)] = str(digits.target[i])
-    (folder / "seed.csv").write_text(
-        "".join(f"digit-{i:04d}.png,{digits.target[i]}\n" for i in seed))
-    prefix = f"test-flow-{uuid.uuid4().hex[:8]}"
-    config = folder / "alpha.toml"
-    config.write_text(
-        f'[s3]\nprefix = "{prefix}"\n'
-        f'[labelstudio]\nproject_title = "alpha test {prefix}"\n'
-        '[task]\nlabels = ["0","1","2","3","4","5","6","7","8","9"]\n'
-        "[train]\nimage_size = 8\nepochs = 15\n"
-        f'[loop]\nbatch_size = {BATCH}\nschedule_cron = "17 3 * * *"\n'
-    )
-    ctx = open_context(config)
-    report = ingest_folder(ctx.store, ctx.settings, images, folder / "seed.csv")
-    assert report.uploaded == len(seed) + POOL and report.seed_labels == len(seed)
+    config, ctx, truth = digits_project_maker(
+        tmp_path_factory.mktemp("digits"), SEED_PER_CLASS, POOL, BATCH,
+        'schedule_cron = "17 3 * * *"\n')
     return config, ctx, truth
 
 

@@ -23,12 +23,14 @@ from PIL import Image
 from prefect.client.orchestration import get_client
 
 from alpha.datasets import compose_scenes, write_segmentation_folder
+from alpha.history import read_history
 from alpha.ingest import ingest_folder
 from alpha.kinds import get_kind
 from alpha.kinds.base import Target
 from alpha.labelstudio import LabelStudioProject, PushItem
 from alpha.loop import RoundContext, open_context, pull_step
 from alpha.records import read_all_records, read_mask, read_record
+from alpha.report import REPORT_KEY, render_report
 from alpha.simulate import simulate_annotations
 from alpha.store import image_id_from_key
 from flows.round import active_learning_round
@@ -430,3 +432,24 @@ def test_the_pulled_masks_say_how_much_of_the_pre_annotation_was_changed(scenes_
     assert all(r.changed is not None and 0.0 <= r.changed <= 1.0 for r in pulled), pulled
     labels = two_rounds["second"]["labels"]
     assert labels["compared"] == BATCH and labels["mean_changed"] is not None
+
+
+def test_the_report_of_a_semantic_project_counts_classes_in_the_masks(scenes_round,
+                                                                      two_rounds):
+    """The report works for masks: labels per class are the labeled images whose (true,
+    pixel-identical) mask has the class, the metric is mean IoU, and every plot with data is
+    drawn; agreement has none (nobody annotated an image twice) and says so."""
+    _, ctx, truth = scenes_round
+    history = read_history(ctx.store, ctx.settings)
+    labeled = [r for r in read_all_records(ctx.store).values() if r.status == "labeled"]
+    expected = {name: sum(index in np.unique(truth[r.image_id].mask) for r in labeled)
+                for index, name in enumerate(ctx.settings.task.labels)}
+    assert {name: sum(c.values()) for name, c in history.class_counts.items()} == expected
+    assert history.primary_metric == "miou" and len(history.rounds) == 2
+    assert all(point.metric is not None for point in history.rounds)
+
+    page = render_report(history)
+    drawn = dict(re.findall(r'<figure class="plot" id="([a-z-]+)" data-drawn="(\w+)">', page))
+    assert {name for name, value in drawn.items() if value == "false"} == {"agreement"}
+    assert "images whose mask has the class" in page
+    assert ctx.store.exists(ctx.store.key(*REPORT_KEY))  # the round left it in the bucket

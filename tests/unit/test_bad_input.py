@@ -276,6 +276,14 @@ def test_ingest_reports_each_bad_image_and_uploads_the_rest_exactly(bucket, sett
         assert problem in message and fix in message
 
 
+def test_ingest_reports_progress_once_per_image_checked(bucket, settings, tmp_path):
+    write_files(tmp_path, {"a.png": gray(10), "b.png": gray(20), "c.png": b"not an image"})
+    seen: list[tuple[int, int]] = []
+    report = ingest_folder(bucket, settings, tmp_path, progress=lambda *step: seen.append(step))
+    assert report.uploaded == 2 and len(report.problems) == 1
+    assert seen == [(1, 3), (2, 3), (3, 3)]  # the unreadable one counts: it was checked
+
+
 def test_content_type_follows_the_bytes_not_the_suffix(bucket, settings, tmp_path):
     write_files(tmp_path, {"looks-like.png": encode(Image.new("RGB", (8, 8)), "JPEG")})
     uploads = []

@@ -106,7 +106,11 @@ def test_train_then_score(store, settings, project):
     assert loaded.version == "v1" and loaded.labels == LABELS
     queued = sorted(project["pool"])[:5]
     records = set(project["labeled"]) | {image_id for image_id, _ in odd.values()}
-    scores = score_pool(store, loaded, settings, exclude=records | set(queued))
+    progress: list[tuple[int, int]] = []
+    scores = score_pool(store, loaded, settings, exclude=records | set(queued),
+                        progress=lambda *step: progress.append(step))
+    assert progress[-1] == (16, 16)  # 15 scored and the corrupt one, found unreadable
+    assert [done for done, _ in progress] == sorted({done for done, _ in progress})
 
     expected = sorted(set(project["pool"]) - set(queued))
     assert sorted(scores.image_ids) == expected and len(expected) == 15
@@ -136,7 +140,10 @@ def test_score_with_mc_samples_and_only_some_images(store, settings, project):
     assert "bald" not in one.scores.scores
 
     settings.loop.score_batch_size = 3  # several batches must share the same dropout masks
-    mc = score_pool(store, loaded, settings, include=wanted, mc_samples=5)
+    progress: list[tuple[int, int]] = []
+    mc = score_pool(store, loaded, settings, include=wanted, mc_samples=5,
+                    progress=lambda *step: progress.append(step))
+    assert progress == [(3, 7), (6, 7), (7, 7)]  # after each batch of 3
     assert mc.image_ids == one.image_ids and mc.scores.scores["bald"].shape == (7,)
     np.testing.assert_allclose(mc.embeddings, one.embeddings, rtol=1e-5, atol=1e-6)
     assert mc.scores.scores["bald"].max() > 0  # the samples differ: dropout really sampled
