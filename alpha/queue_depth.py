@@ -15,6 +15,7 @@ import numpy as np
 
 from alpha.rounds import read_round_record, round_ids, write_round_record
 from alpha.store import Store
+from alpha.strategies import top_k
 from alpha.train import latest_key
 
 CANDIDATES = "candidates"
@@ -24,7 +25,7 @@ def ranked_candidates(image_ids: list[str], keys: list[str], uncertainty: np.nda
                       chosen: list[int], limit: int) -> list[dict]:
     """The `limit` most uncertain pool images not in the selection `chosen`."""
     taken = set(int(i) for i in chosen)
-    order = [int(i) for i in np.argsort(-uncertainty, kind="stable") if int(i) not in taken]
+    order = [int(i) for i in top_k(uncertainty, len(uncertainty)) if int(i) not in taken]
     return [{"image_id": image_ids[i], "key": keys[i], "uncertainty": float(uncertainty[i])}
             for i in order[:limit]]
 
