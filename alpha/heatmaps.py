@@ -7,20 +7,20 @@ the task (STACK.md): a PNG in the bucket that the task's data points to.
 from __future__ import annotations
 
 import io
+from functools import cache
 
 import numpy as np
 from PIL import Image
 
-# Anchors of matplotlib's "inferno" (perceptually uniform, readable in grey, colour-blind
-# safe): dark = sure, bright yellow = unsure.
-_ANCHORS = np.array([0.0, 0.25, 0.5, 0.75, 1.0])
-_COLOURS = np.array([[0, 0, 4], [87, 16, 110], [188, 55, 84], [249, 142, 9], [252, 255, 164]],
-                    dtype=np.float64)
 
+@cache
+def _lut() -> np.ndarray:
+    """The 256 colours of the map, darkest (sure) first, `(256, 3)` uint8: matplotlib's
+    "inferno" (perceptually uniform, readable in grey, colour-blind safe), imported only
+    when a map is drawn."""
+    from matplotlib import colormaps
 
-_LUT = np.rint(np.stack([np.interp(np.linspace(0, 1, 256), _ANCHORS, _COLOURS[:, c])
-                         for c in range(3)], axis=-1)).astype(np.uint8)
-"""The 256 colours of the map, darkest (sure) first: `(256, 3)` uint8."""
+    return np.rint(colormaps["inferno"](np.linspace(0, 1, 256))[:, :3] * 255).astype(np.uint8)
 
 
 def heatmap_levels(values: np.ndarray) -> np.ndarray:
@@ -34,14 +34,14 @@ def heatmap_levels(values: np.ndarray) -> np.ndarray:
 
 def heatmap_rgb(values: np.ndarray) -> np.ndarray:
     """RGB uint8 `(H, W, 3)` of a map `(H, W)` of values in [0, 1]: what heatmap_png shows."""
-    return _LUT[heatmap_levels(values)]
+    return _lut()[heatmap_levels(values)]
 
 
 def heatmap_png(values: np.ndarray) -> bytes:
-    """A palette PNG of the map (one byte per pixel, the 256 colours of _LUT): several times
+    """A palette PNG of the map (one byte per pixel, the 256 colours of _lut): several times
     smaller and faster to write than RGB."""
     image = Image.fromarray(heatmap_levels(values), mode="P")
-    image.putpalette(_LUT.tobytes())
+    image.putpalette(_lut().tobytes())
     buffer = io.BytesIO()
     image.save(buffer, format="PNG", compress_level=3)
     return buffer.getvalue()
