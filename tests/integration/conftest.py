@@ -250,6 +250,47 @@ def digits_project_maker():
     return make_digits_project
 
 
+@contextmanager
+def first_digits_project(folder: Path, tag: str, loop_toml: str
+                         ) -> Iterator[tuple[Path, RoundContext, dict[str, str]]]:
+    """A project of 30 seed labels (the first 3 of each digit) and a pool of the next 60 of
+    the first 200 real digits, trained small (8x8, at least 60 steps, 5 epochs): (config,
+    context, truth of every image). `loop_toml` is the config's [loop] section; the Label
+    Studio project is deleted afterwards."""
+    digits = load_digits()
+    images = folder / "images"
+    images.mkdir()
+    seed = [int(np.flatnonzero(digits.target == c)[k]) for c in range(10) for k in range(3)]
+    pool = [i for i in range(200) if i not in seed][:60]
+    truth = {}
+    for i in seed + pool:
+        pixels = (digits.images[i] * 16).clip(0, 255).astype(np.uint8)
+        Image.fromarray(pixels).save(images / f"{tag}-{i:04d}.png")
+        truth[image_id_from_key(f"{tag}-{i:04d}.png")] = str(digits.target[i])
+    (folder / "seed.csv").write_text("".join(f"{tag}-{i:04d}.png,{digits.target[i]}\n"
+                                             for i in seed))
+    prefix = f"test-{tag}-{uuid.uuid4().hex[:8]}"
+    config = folder / "alpha.toml"
+    config.write_text(
+        f'[s3]\nprefix = "{prefix}"\n[labelstudio]\nproject_title = "alpha test {prefix}"\n'
+        '[task]\nlabels = ["0","1","2","3","4","5","6","7","8","9"]\n'
+        "[train]\nimage_size = 8\nmin_steps = 60\nepochs = 5\n"
+        f"[loop]\n{loop_toml}"
+    )
+    ctx = open_context(config)
+    ingest_folder(ctx.store, ctx.settings, images, folder / "seed.csv")
+    yield config, ctx, truth
+    found = ctx.project._find_project()
+    if found is not None:
+        ctx.project.client.projects.delete(id=found["id"])
+
+
+@pytest.fixture(scope="session")
+def first_digits_maker():
+    """`first_digits_project(folder, tag, loop_toml)`, a context manager."""
+    return first_digits_project
+
+
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
     "--no-sandbox", "--disable-gpu", "--disable-background-networking",

@@ -8,21 +8,15 @@ import os
 import subprocess
 import sys
 import time
-import uuid
 from datetime import timedelta
 
-import numpy as np
 import pytest
-from PIL import Image
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
 from prefect.deployments import run_deployment
 
-from alpha.ingest import ingest_folder
-from alpha.loop import open_context
 from alpha.rounds import round_ids
 from alpha.simulate import simulate_annotations
-from alpha.store import image_id_from_key
 from flows.locks import lock_name, project_lock
 from flows.names import PULL_FLOW, ROUND_FLOW, TRAIN_FLOW, full_name
 
@@ -33,38 +27,14 @@ PULL_EVERY_S = 600
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory):
+def project(tmp_path_factory, first_digits_maker):
     """30 seed labels (3 per digit) and a pool of 60 real digits, with the pool's truth."""
-    from sklearn.datasets import load_digits
-
-    digits = load_digits()
-    folder = tmp_path_factory.mktemp("orchestration")
-    images = folder / "images"
-    images.mkdir()
-    seed = [int(np.flatnonzero(digits.target == c)[k]) for c in range(10) for k in range(3)]
-    pool = [i for i in range(200) if i not in seed][:60]
-    truth = {}
-    for i in seed + pool:
-        pixels = (digits.images[i] * 16).clip(0, 255).astype(np.uint8)
-        Image.fromarray(pixels).save(images / f"d-{i:04d}.png")
-        truth[image_id_from_key(f"d-{i:04d}.png")] = str(digits.target[i])
-    (folder / "seed.csv").write_text("".join(f"d-{i:04d}.png,{digits.target[i]}\n"
-                                             for i in seed))
-    prefix = f"test-orch-{uuid.uuid4().hex[:8]}"
-    config = folder / "alpha.toml"
-    config.write_text(
-        f'[s3]\nprefix = "{prefix}"\n[labelstudio]\nproject_title = "alpha test {prefix}"\n'
-        '[task]\nlabels = ["0","1","2","3","4","5","6","7","8","9"]\n'
-        "[train]\nimage_size = 8\nmin_steps = 60\nepochs = 5\n"
-        f"[loop]\nbatch_size = {BATCH}\nmin_new_labels = 1\npull_interval_s = {PULL_EVERY_S}\n"
-        'schedule_cron = "17 3 * * *"\n'
-    )
-    ctx = open_context(config)
-    ingest_folder(ctx.store, ctx.settings, images, folder / "seed.csv")
-    yield config, ctx, truth
-    found = ctx.project._find_project()
-    if found is not None:
-        ctx.project.client.projects.delete(id=found["id"])
+    with first_digits_maker(
+        tmp_path_factory.mktemp("orchestration"), "orch",
+        f"batch_size = {BATCH}\nmin_new_labels = 1\npull_interval_s = {PULL_EVERY_S}\n"
+        'schedule_cron = "17 3 * * *"\n',
+    ) as made:
+        yield made
 
 
 def _alpha(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen:

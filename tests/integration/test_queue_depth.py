@@ -5,17 +5,10 @@ without training, and after a retrain every queued task carries the new model's 
 
 from __future__ import annotations
 
-import uuid
-
-import numpy as np
 import pytest
-from PIL import Image
 
-from alpha.ingest import ingest_folder
-from alpha.loop import open_context
 from alpha.rounds import current_round_id
 from alpha.simulate import simulate_annotations
-from alpha.store import image_id_from_key
 from alpha.train import latest_key
 from flows.pull import pull_and_maybe_train
 from flows.round import active_learning_round
@@ -26,39 +19,15 @@ BATCH, DEPTH, LOW = 8, 12, 6
 
 
 @pytest.fixture(scope="module")
-def project(tmp_path_factory):
+def project(tmp_path_factory, first_digits_maker):
     """30 seed labels (3 per digit) and a pool of 60 real digits, with the pool's truth;
     retraining only by the round (retrain_after is out of reach)."""
-    from sklearn.datasets import load_digits
-
-    digits = load_digits()
-    folder = tmp_path_factory.mktemp("queue")
-    images = folder / "images"
-    images.mkdir()
-    seed = [int(np.flatnonzero(digits.target == c)[k]) for c in range(10) for k in range(3)]
-    pool = [i for i in range(200) if i not in seed][:60]
-    truth = {}
-    for i in seed + pool:
-        pixels = (digits.images[i] * 16).clip(0, 255).astype(np.uint8)
-        Image.fromarray(pixels).save(images / f"q-{i:04d}.png")
-        truth[image_id_from_key(f"q-{i:04d}.png")] = str(digits.target[i])
-    (folder / "seed.csv").write_text("".join(f"q-{i:04d}.png,{digits.target[i]}\n"
-                                             for i in seed))
-    prefix = f"test-queue-{uuid.uuid4().hex[:8]}"
-    config = folder / "alpha.toml"
-    config.write_text(
-        f'[s3]\nprefix = "{prefix}"\n[labelstudio]\nproject_title = "alpha test {prefix}"\n'
-        '[task]\nlabels = ["0","1","2","3","4","5","6","7","8","9"]\n'
-        "[train]\nimage_size = 8\nmin_steps = 60\nepochs = 5\n"
-        f"[loop]\nbatch_size = {BATCH}\nqueue_depth = {DEPTH}\nqueue_low = {LOW}\n"
-        "retrain_after = 1000\n"
-    )
-    ctx = open_context(config)
-    ingest_folder(ctx.store, ctx.settings, images, folder / "seed.csv")
-    yield str(config), ctx, truth
-    found = ctx.project._find_project()
-    if found is not None:
-        ctx.project.client.projects.delete(id=found["id"])
+    with first_digits_maker(
+        tmp_path_factory.mktemp("queue"), "queue",
+        f"batch_size = {BATCH}\nqueue_depth = {DEPTH}\nqueue_low = {LOW}\n"
+        "retrain_after = 1000\n",
+    ) as (config, ctx, truth):
+        yield str(config), ctx, truth
 
 
 def _queue(ctx) -> dict[int, dict]:
