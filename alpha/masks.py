@@ -8,6 +8,9 @@ bucket it is a lossless single-channel PNG beside the label record (`labels/{ima
 from __future__ import annotations
 
 import io
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -255,3 +258,92 @@ def _polygon_mask(points_percent: np.ndarray, width: int, height: int) -> np.nda
 
 def _type(value: object) -> str:
     return type(value).__name__
+
+
+# ---- reading one annotation's regions ------------------------------------------------------
+@dataclass(frozen=True)
+class Region:
+    """One region an annotation (or prediction) draws: the tool it came from (`from_name`),
+    its single label, and its pixels, a bool mask `(H, W)` at the image's own size."""
+
+    tag: str
+    label: str
+    pixels: np.ndarray
+
+
+def read_regions(
+    result: Any, tags: Mapping[tuple[str, str], Sequence[str]], to_name: str, what: str,
+    task_labels: Sequence[str], *, allow_empty: bool = False,
+) -> tuple[list[Region], tuple[int, int] | None]:
+    """The regions of one annotation's `result`, in result order, and the (width, height)
+    they were drawn at (None for an empty result).
+
+    `tags` maps each declared (type, from_name) pair — ("brushlabels", "label"),
+    ("polygonlabels", "polygon") — to the labels that tool takes; `task_labels` are all of
+    the task's labels (a label outside them is unknown; one inside them but not taken by its
+    tool is misplaced). Brush regions decode from their RLE, polygons rasterise at pixel
+    centres. AnnotationError names the region (`what`, region k) and what is wrong: a region
+    type or tool the config does not declare, another image name, not exactly one label,
+    an unknown or misplaced label, regions drawn at different sizes, a malformed mask. An
+    empty result is an error unless `allow_empty` (a prediction with no region)."""
+    if not isinstance(result, list):
+        raise AnnotationError(f"{what} has a result of type {type(result).__name__}, not a "
+                              f"list of regions: {_FIX}.")
+    if not result and not allow_empty:
+        raise AnnotationError(
+            f"{what} has an empty result (nothing drawn): paint or outline the regions in "
+            "Label Studio (an empty result says neither the classes nor the image size), or "
+            "skip the task."
+        )
+    declared = " and ".join(f"{kind} from {source!r}" for kind, source in tags)
+    regions: list[Region] = []
+    sizes: set[tuple[int, int]] = set()
+    for number, region in enumerate(result, start=1):
+        name = f"{what}, region {number}"
+        if not isinstance(region, dict):
+            raise AnnotationError(f"{name} is a {type(region).__name__}, not a region: {_FIX}.")
+        kind, source = region.get("type"), region.get("from_name")
+        if (kind, source) not in tags:
+            raise AnnotationError(
+                f"{name} is a {kind!r} region from {source!r}, which the label config does not "
+                f"declare (it has {declared}): {_FIX} or the project's label config."
+            )
+        if region.get("to_name", to_name) != to_name:
+            raise AnnotationError(f"{name} points at {region.get('to_name')!r}, not at "
+                                  f"{to_name!r}: {_FIX}.")
+        value = region.get("value")
+        if not isinstance(value, dict):
+            raise AnnotationError(f"{name} has no value: {_FIX}.")
+        names = value.get(kind)
+        if not isinstance(names, list) or len(names) != 1 or not isinstance(names[0], str):
+            raise AnnotationError(
+                f"{name} names {len(names) if isinstance(names, list) else 'no'} labels; a "
+                f"region takes exactly one: {_FIX}."
+            )
+        label = names[0]
+        shown = label if len(label) <= 40 else label[:40] + "..."
+        if label not in task_labels:
+            raise AnnotationError(
+                f"{name} has label {shown!r}, which is not one of the task's labels: add it to "
+                f"task.labels or {_FIX}."
+            )
+        allowed = tags[(kind, source)]
+        if label not in allowed:
+            raise AnnotationError(
+                f"{name} has label {shown!r} in the {source!r} tool, which takes only "
+                f"{', '.join(allowed)}: {_FIX} (draw it with the tool that has its label)."
+            )
+        width, height = region_size(region, name)
+        sizes.add((width, height))
+        if len(sizes) > 1:
+            raise AnnotationError(
+                f"{name} was drawn on a {width}x{height} image, unlike the regions before it: "
+                f"{_FIX}."
+            )
+        pixels = (
+            decode_brush(value, width, height, name)
+            if kind == "brushlabels"
+            else rasterize_polygon(value.get("points"), width, height, name)
+        )
+        regions.append(Region(tag=str(source), label=label, pixels=pixels))
+    return regions, (sizes.pop() if sizes else None)

@@ -30,7 +30,7 @@ from alpha.kinds.base import BatchScores, KindOptions, PreAnnotation, Reading, T
 from alpha.kinds.training import fit_one_cycle, training_context
 from alpha.kinds.training import load_checkpoint as load_model
 from alpha.kinds.training import save_checkpoint as save_model
-from alpha.masks import brush_region, decode_brush, rasterize_polygon, region_size
+from alpha.masks import brush_region, read_regions
 from alpha.strategies.diversity import gradient_embeddings
 from alpha.strategies.measures import MEASURES as PIXEL_MEASURES
 from alpha.strategies.reductions import REDUCTIONS, Reduction, inverse_frequency_weights, reduce_map
@@ -70,7 +70,7 @@ PALETTE = (
 """Label colours in class order (Tableau 20), repeated past 20 classes."""
 
 _FIX = "fix the annotation in Label Studio"
-_REGION_TYPES = {("brushlabels", FROM_NAME), ("polygonlabels", POLYGON_NAME)}
+_REGION_TYPES = (("brushlabels", FROM_NAME), ("polygonlabels", POLYGON_NAME))
 
 
 class Options(KindOptions):
@@ -301,67 +301,15 @@ def _decode_result(
     result: Any, labels: list[str], background: int | None, what: str,
     size: tuple[int, int] | None = None,
 ) -> np.ndarray:
-    """The uint8 class mask one annotation's (or prediction's) result paints. With `size`
-    (width, height) an empty result is allowed (a pre-annotation with no region) and regions
-    keep their own size."""
-    if not isinstance(result, list):
-        raise AnnotationError(f"{what} has a result of type {type(result).__name__}, not a "
-                              f"list of regions: {_FIX}.")
-    if not result and size is None:
-        raise AnnotationError(
-            f"{what} has an empty result (nothing drawn): paint or outline the regions in "
-            "Label Studio (an empty result says neither the classes nor the image size), or "
-            "skip the task."
-        )
-    painted: list[tuple[int, np.ndarray]] = []
-    sizes: set[tuple[int, int]] = set()
-    for number, region in enumerate(result, start=1):
-        name = f"{what}, region {number}"
-        if not isinstance(region, dict):
-            raise AnnotationError(f"{name} is a {type(region).__name__}, not a region: {_FIX}.")
-        kind, source = region.get("type"), region.get("from_name")
-        if (kind, source) not in _REGION_TYPES:
-            raise AnnotationError(
-                f"{name} is a {kind!r} region from {source!r}, which the label config does not "
-                f"declare (it has brushlabels from {FROM_NAME!r} and polygonlabels from "
-                f"{POLYGON_NAME!r}): {_FIX} or the project's label config."
-            )
-        if region.get("to_name", TO_NAME) != TO_NAME:
-            raise AnnotationError(f"{name} points at {region.get('to_name')!r}, not at "
-                                  f"{TO_NAME!r}: {_FIX}.")
-        value = region.get("value")
-        if not isinstance(value, dict):
-            raise AnnotationError(f"{name} has no value: {_FIX}.")
-        names = value.get(kind)
-        if not isinstance(names, list) or len(names) != 1 or not isinstance(names[0], str):
-            raise AnnotationError(
-                f"{name} names {len(names) if isinstance(names, list) else 'no'} labels; a "
-                f"region takes exactly one: {_FIX}."
-            )
-        label = names[0]
-        if label not in labels:
-            shown = label if len(label) <= 40 else label[:40] + "..."
-            raise AnnotationError(
-                f"{name} has label {shown!r}, which is not one of the task's labels: add it to "
-                f"task.labels or {_FIX}."
-            )
-        width, height = region_size(region, name)
-        sizes.add((width, height))
-        if len(sizes) > 1:
-            raise AnnotationError(
-                f"{name} was drawn on a {width}x{height} image, unlike the regions before it: "
-                f"{_FIX}."
-            )
-        where = (
-            decode_brush(value, width, height, name)
-            if kind == "brushlabels"
-            else rasterize_polygon(value.get("points"), width, height, name)
-        )
-        painted.append((labels.index(label), where))
-    width, height = sizes.pop() if sizes else size  # type: ignore[misc]
+    """The uint8 class mask one annotation's (or prediction's) result paints (later regions
+    win). With `size` (width, height) an empty result is allowed (a pre-annotation with no
+    region) and regions keep their own size."""
+    regions, drawn = read_regions(result, dict.fromkeys(_REGION_TYPES, labels), TO_NAME, what,
+                                  labels, allow_empty=size is not None)
+    width, height = drawn or size  # type: ignore[misc]
     mask = np.full((height, width), IGNORE if background is None else background, np.uint8)
-    for index, where in painted:  # later regions win
-        mask[where] = index
+    for region in regions:  # later regions win
+        mask[region.pixels] = labels.index(region.label)
     return mask
 
 
