@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install what is missing, and only that: Debian packages (Chromium for the browser test,
-# Fashion-MNIST for the demo) and the project's virtual environment in ./.venv.
+# Fashion-MNIST for the demo) and the project's virtual environment in ./.venv, with stardist's
+# nuclei images (data only) for the instance segmentation demo and benchmark.
 # Label Studio gets its own virtual environment, installed by `alpha stack up`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -32,4 +33,15 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
     | grep -v "^WARNING: Location" || true
   .venv/bin/python -c "import alpha, torch, prefect, label_studio_sdk" >/dev/null
   touch "$stamp"
+fi
+# stardist's wheel is wanted for its data files only (alpha.datasets.load_stardist_tiles
+# reads them without importing stardist): --no-deps, as its dependencies pull in tensorflow.
+# Looked for with find_spec, which does not import it; installed only when missing.
+if ! .venv/bin/python -c "import importlib.util as u, sys; sys.exit(u.find_spec('stardist') is None)"; then
+  echo "setup: pip install --no-deps stardist==0.9.2 (its nuclei images only)"
+  .venv/bin/pip install --quiet --disable-pip-version-check --no-deps 'stardist==0.9.2' 2>&1 \
+    | grep -v "^WARNING: Location" || true
+  .venv/bin/python -c "import sys; from alpha.datasets import stardist_available as ok; \
+sys.exit(not ok())" || echo "setup: stardist's data did not install: the instance demo" \
+    "and its tests need \`.venv/bin/pip install --no-deps stardist==0.9.2\`." >&2
 fi
