@@ -264,12 +264,15 @@ def demo(
         int, typer.Option(help="Rounds to run with the simulated annotator (0 = one real round).")
     ] = 0,
     pool: Annotated[int | None, typer.Option(
-        help="Unlabeled images in the pool (default: 3000; 300 for segmentation).")] = None,
+        help="Unlabeled images in the pool (default: 3000; semantic 300, instance 40, "
+             "panoptic 200).")] = None,
     seed_labels: Annotated[int | None, typer.Option(
-        help="Known labels to start from (default: 300; 20 for segmentation).")] = None,
+        help="Known labels to start from (default: 300; semantic 20, instance 8, panoptic "
+             "30).")] = None,
     kind: Annotated[str, typer.Option(
-        help="Task kind: classification (Fashion-MNIST) or semantic (garment scenes with "
-             "masks).")] = "classification",
+        help="Task kind: classification (Fashion-MNIST), semantic (garment scenes with "
+             "masks), instance (stardist's nuclei, a mask per nucleus) or panoptic (garments "
+             "as things on wall, floor and grass as stuff).")] = "classification",
 ) -> None:
     """Set up a real dataset, run the loop, and print where to label."""
     from alpha.demo import run_demo

@@ -161,7 +161,7 @@ class TaskSettings(BaseModel):
     kind's own options (`[task.options]`, validated by the kind's Options model)."""
 
     kind: str = "classification"
-    labels: list[str] = Field(min_length=2)
+    labels: list[str] = Field(min_length=1)
     options: Any = Field(default_factory=dict)
 
     @field_validator("kind")
@@ -179,7 +179,12 @@ class TaskSettings(BaseModel):
         from alpha.kinds import get_kind
         from alpha.kinds.base import KindOptions
 
-        options_model = get_kind(self.kind).Options
+        kind = get_kind(self.kind)
+        least = getattr(kind, "MIN_LABELS", 2)
+        if len(self.labels) < least:
+            raise ValueError(f"task.labels has {len(self.labels)} label(s), but task kind "
+                             f"{self.kind!r} needs at least {least}")
+        options_model = kind.Options
         if isinstance(self.options, options_model):
             return self
         raw = self.options.model_dump() if isinstance(self.options, KindOptions) else self.options
@@ -193,8 +198,9 @@ class TaskSettings(BaseModel):
             raise ValueError(f"{problems} (for task kind {self.kind!r})") from None
         for name in getattr(self.options, "label_fields", ()):
             value = getattr(self.options, name)
-            if value is not None and value not in self.labels:
-                raise ValueError(f"options.{name} {value!r} is not one of task.labels")
+            for one in value if isinstance(value, list | tuple) else [value]:
+                if one is not None and one not in self.labels:
+                    raise ValueError(f"options.{name} {one!r} is not one of task.labels")
         return self
 
     @field_validator("labels")

@@ -23,8 +23,12 @@ from alpha.config import alpha_home
 from alpha.datasets import (
     Dataset,
     SegmentationDataset,
+    compose_panoptic_scene_splits,
     compose_scene_splits,
     load_demo_dataset,
+    load_stardist_tiles,
+    segments,
+    write_instance_folder,
     write_png_folder,
     write_segmentation_folder,
 )
@@ -118,8 +122,82 @@ def semantic_demo(folder: Path, pool_size: int, seed_size: int) -> DemoData:
     )
 
 
-DEMOS = {"classification": classification_demo, "semantic": semantic_demo}
-DEFAULT_SIZES = {"classification": (3000, 300), "semantic": (300, 20)}
+def segment_targets(dataset: SegmentationDataset, test: bool = False) -> list[Target]:
+    """The instance or panoptic targets of a dataset's images (or its test split): segment
+    ids (`alpha.datasets.segments`; stuff classes as segments where the dataset has stuff)
+    and segment lists naming each id's class and whether it is a thing."""
+    masks = dataset.test_masks if test else dataset.masks
+    instances = dataset.test_instances if test else dataset.instances
+    classes = dataset.test_instance_classes if test else dataset.instance_classes
+    assert masks is not None and instances is not None and classes is not None
+    things = set(dataset.things or [])
+    panoptic = "background" not in dataset.labels
+    stuff = [i for i, label in enumerate(dataset.labels) if label not in things] \
+        if panoptic else None
+    out = []
+    for mask, ids, by_id in zip(masks, instances, classes, strict=True):
+        seg_ids, seg_classes = segments(mask, ids, by_id, stuff)
+        out.append(Target(mask=seg_ids, segments=[
+            {"id": k, "label": dataset.labels[c], "isthing": dataset.labels[c] in things}
+            for k, c in sorted(seg_classes.items())]))
+    return out
+
+
+def _object_demo(kind: str, dataset: SegmentationDataset, folder: Path, pool_size: int,
+                 seed_size: int, labels: list[str], task_options_toml: str,
+                 settings_toml: str) -> DemoData:
+    """Seed masks (segment ids + classes.csv) for the first `seed_size` images, the next
+    `pool_size` unlabeled with their targets as the simulated annotator's truth."""
+    if seed_size + pool_size > len(dataset):
+        raise AlphaError(f"The {dataset.name} data has {len(dataset)} training images: ask for "
+                         f"at most that many seed plus pool images (--seed, --pool).")
+    names = [f"{dataset.name}-{i:05d}.png" for i in range(len(dataset))]
+    chosen = slice(0, seed_size)
+    seed = SegmentationDataset(
+        dataset.name, dataset.labels, dataset.images[chosen], dataset.masks[chosen],
+        things=dataset.things, instances=dataset.instances[chosen],  # type: ignore[index]
+        instance_classes=dataset.instance_classes[:seed_size])  # type: ignore[index]
+    write_instance_folder(folder, seed, names[:seed_size])
+    pool = slice(seed_size, seed_size + pool_size)
+    write_png_folder(folder / "images", dataset.images[pool], names[pool])
+    kind_module = get_kind(kind)
+    truth: dict[str, str | Target] = {
+        image_id_from_key(name): target
+        for name, target in zip(names[pool], segment_targets(dataset)[pool], strict=True)}
+    test = segment_targets(dataset, test=True)
+    assert dataset.test_images is not None
+    height, width = dataset.test_images.shape[1:3]
+    return DemoData(
+        name=dataset.name, kind=kind, labels=labels, truth=truth,
+        test_images=dataset.test_images[:, None].astype(np.float32) / 255.0,
+        test_targets=kind_module.training_targets(test, labels, (width, height)),
+        seed_csv=None, seed_masks=folder / "masks", task_options_toml=task_options_toml,
+        settings_toml=settings_toml)
+
+
+def instance_demo(folder: Path, pool_size: int, seed_size: int) -> DemoData:
+    """Real nuclei (the PyPI stardist wheel's fluorescence image, in 64 x 64 tiles), one
+    object per nucleus."""
+    tiles = load_stardist_tiles()
+    return _object_demo(
+        "instance", tiles, folder, pool_size, seed_size, labels=list(tiles.things or []),
+        task_options_toml="", settings_toml="[train]\nchannels = 1\n\n[loop]\nbatch_size = 8\n")
+
+
+def panoptic_demo(folder: Path, pool_size: int, seed_size: int) -> DemoData:
+    """Garments (things) on wall, floor and grass (stuff), composed with exact masks."""
+    scenes = compose_panoptic_scene_splits(seed_size + pool_size, SCENE_TEST_IMAGES // 2,
+                                           size=SCENE_SIZE)
+    return _object_demo(
+        "panoptic", scenes, folder, pool_size, seed_size, labels=list(scenes.labels),
+        task_options_toml=f"[task.options]\nthings = {_toml_list(scenes.things or [])}\n\n",
+        settings_toml="[train]\nchannels = 1\n\n[loop]\nbatch_size = 20\n")
+
+
+DEMOS = {"classification": classification_demo, "semantic": semantic_demo,
+         "instance": instance_demo, "panoptic": panoptic_demo}
+DEFAULT_SIZES = {"classification": (3000, 300), "semantic": (300, 20), "instance": (40, 8),
+                 "panoptic": (200, 30)}
 """(pool, seed labels) per kind when the command line gives none."""
 
 

@@ -27,6 +27,7 @@ import numpy as np
 from alpha.config import Settings
 from alpha.errors import AlphaError, AnnotationError, ConfigError, ImageError
 from alpha.images import CONTENT_TYPES, check_image_bytes
+from alpha.kinds import get_kind
 from alpha.masks import decode_mask_png
 from alpha.records import LabelRecord, read_record, upsert_record
 from alpha.store import IMAGE_SUFFIXES, Store
@@ -376,15 +377,14 @@ def _pair_masks(folder: Path, masks: Path, names: list[str]
     return names, paired, problems
 
 
-def read_seed_mask(path: Path, name: str, image_size: tuple[int, int], labels: list[str],
-                   ignore_index: int = 255) -> np.ndarray:
-    """The mask at `path` as stored: uint8 `(H, W)` class indices, `ignore_index` (and 255)
-    as 255 (unlabelled). AnnotationError naming `name` and what to do when it is not a
-    single-channel PNG of `image_size` (width, height) holding class indices of `labels`."""
+def read_mask_file(path: Path, name: str, image_size: tuple[int, int]) -> np.ndarray:
+    """The 2-D mask PNG at `path` as it is (class indices or segment ids); AnnotationError
+    naming `name` and what to do when it is not a single-channel PNG of `image_size`
+    (width, height). The size is read from the header first: a bomb is never decoded."""
     from PIL import Image
 
     try:
-        with Image.open(path) as header:  # the size first: a bomb is never decoded
+        with Image.open(path) as header:
             width, height = header.size
     except Exception as error:  # Pillow raises many types for hostile input
         raise AnnotationError(f"Mask {name!r} cannot be read ({type(error).__name__}: "
@@ -396,10 +396,18 @@ def read_seed_mask(path: Path, name: str, image_size: tuple[int, int], labels: l
             f"{image_size[0]}x{image_size[1]}: a mask must be at its image's own size (resize "
             "it with nearest-neighbour, never smoothly: that blends class indices).")
     try:
-        mask = decode_mask_png(path.read_bytes(), name)
+        return decode_mask_png(path.read_bytes(), name)
     except OSError as error:
         raise AnnotationError(f"Mask {name!r} cannot be read ({error.strerror or error}): "
                               "fix or remove it.") from None
+
+
+def read_seed_mask(path: Path, name: str, image_size: tuple[int, int], labels: list[str],
+                   ignore_index: int = 255) -> np.ndarray:
+    """The class mask at `path` as stored: uint8 `(H, W)` class indices, `ignore_index` (and
+    255) as 255 (unlabelled). AnnotationError naming `name` and what to do when it is not a
+    single-channel PNG of `image_size` (width, height) holding class indices of `labels`."""
+    mask = read_mask_file(path, name, image_size)
     unlabelled = (mask == ignore_index) | (mask == 255)
     bad = np.unique(mask[~unlabelled & (mask >= len(labels))])
     if bad.size:
@@ -416,6 +424,46 @@ def read_seed_mask(path: Path, name: str, image_size: tuple[int, int], labels: l
     return np.where(unlabelled, 255, mask).astype(np.uint8)
 
 
+SEGMENT_CLASSES = "classes.csv"
+"""Beside segment-id masks (instance, panoptic), in the mask folder or the folder above it
+(alpha.datasets.write_instance_folder's layout): `filename,id,label` rows naming the class
+of each id of each mask (filename: the mask's path under the mask folder)."""
+
+
+def read_segment_classes(path: Path, labels: list[str]
+                         ) -> tuple[dict[str, dict[int, str]], list[str]]:
+    """({mask name: {segment id: label}}, problems) from a classes CSV (header optional).
+    A row that is malformed, names an unknown label, or gives an id a second class is
+    reported and skipped; a missing file gives no classes (each mask then says so)."""
+    out: dict[str, dict[int, str]] = {}
+    problems: list[str] = []
+    if not path.is_file():
+        return out, problems
+    with open(path, newline="", encoding="utf-8-sig") as handle:
+        for number, row in enumerate(csv.reader(handle), start=1):
+            if not row or (number == 1 and [c.strip() for c in row] == ["filename", "id",
+                                                                        "label"]):
+                continue
+            where = f"{path.name} row {number}"
+            if len(row) != 3 or not row[1].strip().isdigit() or int(row[1]) == 0:
+                problems.append(f"{where} is {','.join(row)!r}, not `mask file,id,label` with "
+                                "a positive integer id: fix the row.")
+                continue
+            name, ident, label = row[0].strip(), int(row[1]), row[2].strip()
+            if label not in labels:
+                problems.append(f"{where} gives id {ident} of {name!r} the class {label!r}, "
+                                "which is not one of task.labels: fix the row or add the "
+                                "class to task.labels.")
+                continue
+            known = out.setdefault(name, {})
+            if known.get(ident, label) != label:
+                problems.append(f"{where} gives id {ident} of {name!r} a second class "
+                                f"({known[ident]!r}, then {label!r}): keep one row per id.")
+                continue
+            known[ident] = label
+    return out, problems
+
+
 def _write_seed_masks(store: Store, settings: Settings, masks: Path, paired: dict[str, str],
                       ingested: dict[str, str], sizes: dict[str, tuple[int, int]],
                       report: IngestReport) -> None:
@@ -424,6 +472,14 @@ def _write_seed_masks(store: Store, settings: Settings, masks: Path, paired: dic
     from Label Studio always wins over a seed mask; an unchanged one is not written again."""
     labels = settings.task.labels
     ignore_index = int(getattr(settings.task.options, "ignore_index", 255))
+    kind = get_kind(settings.task.kind)
+    seed_target = getattr(kind, "seed_target", None)  # kinds whose masks hold segment ids
+    classes: dict[str, dict[int, str]] = {}
+    if seed_target is not None:
+        found = [p for p in (masks / SEGMENT_CLASSES, masks.parent / SEGMENT_CLASSES)
+                 if p.is_file()]
+        classes, problems = read_segment_classes(found[0], labels) if found else ({}, [])
+        report.problems.extend(problems)
 
     def write_one(image_name: str, mask_name: str) -> str | bool:
         key = ingested.get(unicodedata.normalize("NFC", image_name))
@@ -431,9 +487,17 @@ def _write_seed_masks(store: Store, settings: Settings, masks: Path, paired: dic
             return (f"Mask {mask_name!r}: its image {image_name!r} was not ingested (see the "
                     "problem reported for it), so the mask is not recorded: fix the image "
                     "and ingest again.")
+        segments = None
         try:
-            mask = read_seed_mask(masks / mask_name, mask_name, sizes[image_name], labels,
-                                  ignore_index)
+            if seed_target is None:
+                mask = read_seed_mask(masks / mask_name, mask_name, sizes[image_name], labels,
+                                      ignore_index)
+            else:
+                target = seed_target(read_mask_file(masks / mask_name, mask_name,
+                                                    sizes[image_name]),
+                                     classes.get(mask_name), labels, settings.task.options,
+                                     mask_name)
+                mask, segments = target.mask, target.segments
         except AnnotationError as error:
             return f"{error} {image_name!r} is ingested unlabeled."
         image_id = store.image_id_for(key)
@@ -441,7 +505,7 @@ def _write_seed_masks(store: Store, settings: Settings, masks: Path, paired: dic
         if old is not None and old.source != "seed":
             return False  # a person's label from Label Studio wins over the seed mask
         record = LabelRecord(image_id=image_id, image_key=key, status="labeled",
-                             source="seed")
+                             source="seed", segments=segments)
         return upsert_record(store, record, old, mask=mask)
 
     with ThreadPoolExecutor(max_workers=16) as pool:

@@ -18,6 +18,8 @@ if TYPE_CHECKING:
 KIND_MODULES: dict[str, str] = {
     "classification": "alpha.kinds.classification",
     "semantic": "alpha.kinds.semantic",
+    "instance": "alpha.kinds.instance",
+    "panoptic": "alpha.kinds.panoptic",
 }
 """Kind name -> the module that implements it (imported on first use: torch is heavy)."""
 

@@ -469,7 +469,9 @@ class UNet(nn.Module):
         return self.head(self.dropout(self.encode(x)[0]))
 
 
-def _split(n: int, val_fraction: float, random_state: int) -> tuple[np.ndarray, np.ndarray]:
+def holdout_split(
+    n: int, val_fraction: float, random_state: int
+) -> tuple[np.ndarray, np.ndarray]:
     """Train/validation image indices; everything trains (nothing held out) when there are
     too few images for both sides (at least 2 training images)."""
     indices = np.arange(n)
@@ -526,7 +528,7 @@ def train(
     images = np.ascontiguousarray(images, dtype=np.float32)
     targets = np.ascontiguousarray(targets, dtype=np.int64)
     _check_training_data(images, targets, num_classes)
-    train_idx, val_idx = _split(len(images), settings.val_fraction, settings.random_state)
+    train_idx, val_idx = holdout_split(len(images), settings.val_fraction, settings.random_state)
     with training_context(settings):  # _fit seeds; the caller's RNG stays
         model, history = _fit(images, targets, train_idx, num_classes, settings)
         metrics = _evaluate(model, 1.0, images[val_idx], targets[val_idx], num_classes)
