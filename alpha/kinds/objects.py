@@ -18,6 +18,7 @@ separates touching objects that a plain class map merges.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -953,9 +954,6 @@ def mask_ap(truths: Sequence[dict], detections: Sequence[dict], shape: tuple[int
     (the COCO definition: 101-point interpolation, up to 100 detections per image, classes
     averaged). Each entry: image_id, mask (bool `shape` (H, W)), category_id, and score for
     detections. No detection at all scores 0."""
-    import contextlib
-    import io
-
     from pycocotools import mask as coco_mask
     from pycocotools.coco import COCO
     from pycocotools.cocoeval import COCOeval
@@ -971,21 +969,41 @@ def mask_ap(truths: Sequence[dict], detections: Sequence[dict], shape: tuple[int
 
     if not detections:
         return 0.0, 0.0
-    with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints its progress
-        truth = COCO()
-        height, width = shape
-        truth.dataset = {"images": [{"id": i, "height": height, "width": width}
-                                    for i in range(n_images)],
-                         "categories": [{"id": int(c)} for c in categories],
-                         "annotations": [encoded(t, j + 1) for j, t in enumerate(truths)]}
+    height, width = shape
+    truth = COCO()
+    truth.dataset = {"images": [{"id": i, "height": height, "width": width}
+                                for i in range(n_images)],
+                     "categories": [{"id": int(c)} for c in categories],
+                     "annotations": [encoded(t, j + 1) for j, t in enumerate(truths)]}
+    with _quiet():
         truth.createIndex()
         found = truth.loadRes([encoded(d, j + 1) for j, d in enumerate(detections)])
         evaluation = COCOeval(truth, found, iouType="segm")
         evaluation.evaluate()
         evaluation.accumulate()
-        evaluation.summarize()
-    ap, ap50 = float(evaluation.stats[0]), float(evaluation.stats[1])
-    return max(ap50, 0.0), max(ap, 0.0)  # -1 means no truth of the classes found
+    # precision: (IoU thresholds 0.5:0.95, recall points, classes, areas, max detections);
+    # area "all", 100 detections, as COCOeval.summarize reads stats[0] and stats[1]
+    precision = evaluation.eval["precision"][:, :, :, 0, -1]
+
+    def mean_of(values: np.ndarray) -> float:
+        valid = values[values > -1]  # -1: a class with no truth
+        return float(valid.mean()) if valid.size else 0.0
+
+    return mean_of(precision[0]), mean_of(precision)
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """pycocotools prints its progress with print(), which Prefect's log_prints turns into
+    log lines (redirecting stdout does not reach a patched print): silence it here."""
+    import builtins
+
+    original = builtins.print
+    builtins.print = lambda *args, **kwargs: None
+    try:
+        yield
+    finally:
+        builtins.print = original
 
 
 def _panoptic(quality: Any, things: list[int], stuff: list[int], seen: set[int]
