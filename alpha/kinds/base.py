@@ -10,6 +10,10 @@ or a prediction: it only moves the values below.
 A kind is a module whose top-level names satisfy `Kind` (a module can implement a Protocol),
 registered by name in `alpha.kinds.KIND_MODULES`. `BatchScores` (what scoring keeps of each
 image) is defined beside the strategies that read it and re-exported here.
+
+Optional names: `MIN_LABELS` (how many task.labels the kind needs; 2 where absent) and
+`seed_target(mask, classes, labels, options, name)` for kinds whose ingested masks hold
+segment ids named by a classes CSV (instance, panoptic) rather than class indices.
 """
 
 from __future__ import annotations
