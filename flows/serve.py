@@ -5,14 +5,6 @@
   which starts the next one when loop.retrain_after new labels wait;
 - `train-and-select/alpha-{prefix}`: no schedule, started by the pull.
 
-The pull and train-and-select run one at a time each; a run started while one is running
-is cancelled before a process starts for it (ONE_AT_A_TIME). Each run is a new Python
-process that imports torch and Prefect: bursts of webhooks started a pull every few seconds,
-each waiting for the last one's lock, and on two busy cores they piled up faster than they
-finished (18 at once, 450 MB each, in a first run of bench/queue_day.py). The running pull
-reads Label Studio as it is then, so a cancelled one is missed only by the labels after
-that read, which the next annotation's webhook or the scheduled pull brings in.
-
 Stopping `serve` leaves the schedules active (Prefect pauses them on SIGTERM by default):
 the schedule is the project's, not this process's, and the runs it creates wait until a
 server process picks them up again.
@@ -23,16 +15,12 @@ from __future__ import annotations
 from datetime import timedelta
 
 from prefect import serve
-from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
 from prefect.deployments.runner import RunnerDeployment
 
 from alpha.config import Settings
 from flows.names import deployment_name
 from flows.pull import pull_and_maybe_train
 from flows.round import active_learning_round, train_and_select
-
-ONE_AT_A_TIME = ConcurrencyLimitConfig(limit=1,
-                                       collision_strategy=ConcurrencyLimitStrategy.CANCEL_NEW)
 
 
 def project_deployments(settings: Settings, config_file: str | None = None
@@ -47,11 +35,11 @@ def project_deployments(settings: Settings, config_file: str | None = None
             description=f"alpha active learning rounds for {where}"),
         pull_and_maybe_train.to_deployment(
             name=name, interval=timedelta(seconds=settings.loop.pull_interval_s),
-            parameters={"config_file": config_file}, concurrency_limit=ONE_AT_A_TIME,
+            parameters={"config_file": config_file},
             description=f"alpha: pull finished annotations for {where}; start training "
                         f"after {settings.loop.retrain_threshold} new labels"),
         train_and_select.to_deployment(
-            name=name, parameters=round_parameters, concurrency_limit=ONE_AT_A_TIME,
+            name=name, parameters=round_parameters,
             description=f"alpha: train, select and push for {where} (started by the pull)"),
     ]
 
