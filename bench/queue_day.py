@@ -74,13 +74,15 @@ class Sampler:
             self.stop.wait(self.every_s)
 
 
-def annotate_day(ctx: RoundContext, truth: dict[str, str], waits: list[float]
-                 ) -> tuple[int, float]:
+def annotate_day(ctx: RoundContext, truth: dict[str, str], waits: list[float],
+                 give_up_s: float = 300.0) -> tuple[int, float, bool]:
     """SIMULATION: one annotation after each wait; an empty queue is waited out (polled
-    every 0.5 s). Returns (annotations made, seconds the annotator waited for a task)."""
+    every 0.5 s), for at most `give_up_s` per task. Returns (annotations made, seconds the
+    annotator waited for a task, whether it gave up)."""
     done, starved = 0, 0.0
     for k, wait in enumerate(waits):
         time.sleep(wait)
+        waited = 0.0
         while True:
             report = simulate_annotations(ctx.project, truth, random_state=k, limit=1)
             if report.annotated or report.skipped:
@@ -88,9 +90,12 @@ def annotate_day(ctx: RoundContext, truth: dict[str, str], waits: list[float]
                 break
             if report.no_truth:
                 raise RuntimeError(f"the annotator cannot answer the queue: {report}")
+            if waited >= give_up_s:  # the loop stopped feeding the queue
+                return done, starved, True
             starved += 0.5  # the queue is empty
+            waited += 0.5
             time.sleep(0.5)
-    return done, starved
+    return done, starved, False
 
 
 def summary(samples: list[tuple[float, int, str | None]], target: int, low: int) -> dict:
@@ -139,7 +144,7 @@ def main() -> None:
         thread.start()
         started = time.monotonic()
         try:
-            done, starved = annotate_day(ctx, truth, waits)
+            done, starved, gave_up = annotate_day(ctx, truth, waits)
         finally:
             sampler.stop.set()
             thread.join(timeout=30)
@@ -163,6 +168,8 @@ def main() -> None:
           f"({100 * stats['below_low_s'] / stats['seconds']:.1f}%) | {stats['empty_s']:.0f} s | "
           f"{starved:.0f} s | {stats['over_target_s']:.0f} s | {stats['models']} |")
     print("flow runs of the served deployments by state:", runs)
+    if gave_up:
+        print(f"the annotator GAVE UP after {done} annotations: no task for 300 s")
 
 
 def _runs_by_state(ctx: RoundContext) -> dict[str, int]:
