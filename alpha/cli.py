@@ -206,7 +206,7 @@ def push(config: ConfigOption = None) -> None:
         if round_id is None:
             raise DataError("Nothing to push: no round has selected images yet. Run `alpha "
                             "round` first (it trains, selects and pushes).")
-        with terminal_bars(err_console):
+        with project_lock(settings, "queue"), terminal_bars(err_console):
             result = push_step(ctx, round_id, progress=bar("push: tasks"))
     console.print(f"{round_id}: {result}", highlight=False)
 

@@ -85,9 +85,10 @@ def pull_and_maybe_train(config_file: str | None = None) -> dict:
 
 
 def _refill_unless_busy(settings: Settings, config_file: str | None) -> dict:
-    """Top the queue up under the round lock; a round that holds it refills at its end."""
+    """Top the queue up under the queue lock, also while a round trains; when a round's
+    push or refresh holds the lock, that round refills at its end."""
     try:
-        with project_lock(settings, "round", wait_s=REFILL_WAIT_S):
+        with project_lock(settings, "queue", wait_s=REFILL_WAIT_S):
             return refill_queue(config_file)
     except ProjectBusy:
-        return {"pushed": 0, "reason": "a round is running; it refills the queue at its end"}
+        return {"pushed": 0, "reason": "a round is pushing; it refills the queue at its end"}

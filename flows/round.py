@@ -226,10 +226,11 @@ def _select_push_finish(config_file: str | None, round_id: str, strategy: str, p
                         model: dict, progress: RoundProgress) -> dict:
     selection = score_and_select(config_file, round_id, model["version"], strategy)
     progress.finished("score-and-select")
-    pushed = push(config_file, round_id)
-    progress.finished("push")
-    upkeep = {"refresh": refresh_queue(config_file, model["version"]) if model["trained"]
-              else None, "refill": refill_queue(config_file)}
+    with project_lock(load_settings(config_file), "queue"):  # shared with the pull's refill
+        pushed = push(config_file, round_id)
+        progress.finished("push")
+        upkeep = {"refresh": refresh_queue(config_file, model["version"]) if model["trained"]
+                  else None, "refill": refill_queue(config_file)}
     summary = finish(config_file, round_id, {"pull": pulled, "model": model,
                                              "selection": selection, "push": pushed,
                                              "upkeep": upkeep})
