@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from alpha.errors import AlphaError
 from alpha.labelstudio import LabelStudioProject
 from alpha.loop import RoundContext
 from alpha.simulate import simulate_annotations
@@ -68,8 +69,13 @@ class Sampler:
     def run(self) -> None:
         start = time.monotonic()
         while not self.stop.is_set():
-            depth = len(self.ctx.project.unannotated_tasks())
-            model = (self.ctx.store.get_json(latest_key(self.ctx.store)) or {}).get("version")
+            try:
+                depth = len(self.ctx.project.unannotated_tasks())
+                model = (self.ctx.store.get_json(latest_key(self.ctx.store)) or {}
+                         ).get("version")
+            except AlphaError:  # Label Studio's pages moved under the listing: next second
+                self.stop.wait(self.every_s)
+                continue
             self.samples.append((time.monotonic() - start, depth, model))
             self.stop.wait(self.every_s)
 
