@@ -13,7 +13,6 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.progress import MofNCompleteColumn, Progress
 from rich.table import Table
 
 from alpha.errors import AlphaError
@@ -109,15 +108,14 @@ def ingest(
 ) -> None:
     """Copy a folder of images (and known labels or masks) into the bucket."""
     from alpha.ingest import ingest_folder
+    from alpha.progress import bar, terminal_bars
     from alpha.store import Store
 
     settings = _settings(config)
-    with Progress(*Progress.get_default_columns(), MofNCompleteColumn(), console=console,
-                  transient=True) as bar:
-        uploading = bar.add_task("ingest: checking and uploading images", total=None)
+    with terminal_bars(err_console):
         report = ingest_folder(Store.from_settings(settings), settings, path, labels,
-                               masks=masks, progress=lambda done, total: bar.update(
-                                   uploading, completed=done, total=total))
+                               masks=masks, progress=bar("ingest: checking and uploading "
+                                                         "images"))
     console.print(report.summary(), highlight=False)
     for problem in report.problems:
         err_console.print(f"[yellow]skipped:[/] {problem}", highlight=False)
@@ -130,14 +128,15 @@ def run_round(
     strategy: Annotated[str | None, typer.Option(help="Override loop.strategy.")] = None,
 ) -> None:
     """Run one active learning round (pull, train, score, select, push) as a Prefect flow."""
+    from alpha.progress import terminal_bars
     from alpha.status import describe_round
 
     settings = _settings(config)
     from flows.round import active_learning_round  # after _settings: it points Prefect
 
-    result = active_learning_round(
-        config_file=str(config) if config else None, strategy=strategy or settings.loop.strategy
-    )
+    with terminal_bars(err_console):  # the flow's long steps draw on it (alpha.progress)
+        result = active_learning_round(config_file=str(config) if config else None,
+                                       strategy=strategy or settings.loop.strategy)
     console.print(describe_round(result), highlight=False)
 
 
@@ -195,6 +194,7 @@ def push(config: ConfigOption = None) -> None:
     """Send the latest round's selection to Label Studio (again: nothing is sent twice)."""
     from alpha.errors import DataError
     from alpha.loop import open_context, push_step
+    from alpha.progress import bar, terminal_bars
     from alpha.rounds import latest_selected_round
 
     settings = _settings(config)
@@ -206,7 +206,8 @@ def push(config: ConfigOption = None) -> None:
         if round_id is None:
             raise DataError("Nothing to push: no round has selected images yet. Run `alpha "
                             "round` first (it trains, selects and pushes).")
-        result = push_step(ctx, round_id)
+        with project_lock(settings, "queue"), terminal_bars(err_console):
+            result = push_step(ctx, round_id, progress=bar("push: tasks"))
     console.print(f"{round_id}: {result}", highlight=False)
 
 
@@ -276,9 +277,11 @@ def demo(
 ) -> None:
     """Set up a real dataset, run the loop, and print where to label."""
     from alpha.demo import run_demo
+    from alpha.progress import terminal_bars
 
-    run_demo(console, simulate_rounds=simulate_rounds, pool_size=pool, seed_size=seed_labels,
-             kind=kind)
+    with terminal_bars(err_console):  # the rounds' long steps draw on it
+        run_demo(console, simulate_rounds=simulate_rounds, pool_size=pool,
+                 seed_size=seed_labels, kind=kind)
 
 
 def main() -> None:  # pragma: no cover - console entry point

@@ -88,9 +88,11 @@ def label_counts(ctx: RoundContext) -> dict[str, Any]:
     }
 
 
-def train_step(ctx: RoundContext, min_new: int | None = None) -> dict:
+def train_step(ctx: RoundContext, min_new: int | None = None,
+               progress: Callable[[int, int], None] | None = None) -> dict:
     """Train a new model, unless fewer than `min_new` (default loop.min_new_labels) usable
-    labels arrived since the last one; `new_labels` says how many did."""
+    labels arrived since the last one; `new_labels` says how many did. `progress(done,
+    total)` follows the training steps."""
     try:
         latest = load_model(ctx.store)
     except DataError:  # no model yet
@@ -101,7 +103,7 @@ def train_step(ctx: RoundContext, min_new: int | None = None) -> dict:
     if latest is not None and new < threshold:
         return {"version": latest.version, "metrics": latest.metrics["metrics"], "trained": False,
                 "primary_metric": metric, "new_labels": new}
-    info = train_model(ctx.store, ctx.settings)
+    info = train_model(ctx.store, ctx.settings, progress=progress)
     return {"version": info.version, "metrics": info.metrics, "trained": True,
             "primary_metric": metric, "new_labels": new}
 
@@ -194,28 +196,45 @@ def _candidates_limit(ctx: RoundContext) -> int:
     return 2 * max(loop_settings.batch_size, loop_settings.queue_depth or 0)
 
 
-def pre_annotations(ctx: RoundContext, version: str, items: list[dict]
+PRE_ANNOTATE_BATCH = 64
+"""Images fetched, predicted and written per batch of pre-annotations: one batch's images
+in memory at a time, and a progress bar that moves during a big push."""
+
+
+def pre_annotations(ctx: RoundContext, version: str, items: list[dict],
+                    progress: Callable[[int, int], None] | None = None
                     ) -> tuple[list[PushItem], list[str]]:
     """The selected images predicted again by the model that chose them, as the kind's
     pre-annotations at each image's own size; and the problems of images that could not be
-    read any more (deleted or changed since scoring)."""
+    read any more (deleted or changed since scoring). `progress(done, total)` is called
+    after each batch of PRE_ANNOTATE_BATCH images."""
     loaded = load_model(ctx.store, version)
     kind = get_kind(loaded.kind)
-    decoded = model_images(ctx.store, loaded, [item["key"] for item in items])
-    made = kind.pre_annotate(loaded.model, loaded.temperature, decoded.images, decoded.sizes,
-                             loaded.labels, ctx.settings.task.options) if decoded.readable else []
-    pushed = []
-    for i, pre in zip(decoded.readable, made, strict=True):
-        image_id = items[i]["image_id"]
-        images = {name: ctx.store.task_image_key(name, image_id) for name in pre.images}
-        for name, key in images.items():  # before the task that shows it
-            ctx.store.put_bytes(key, pre.images[name], "image/png")
-        pushed.append(PushItem(image_id, items[i]["key"], pre.result, pre.score, images))
-    return pushed, decoded.problems
+    pushed: list[PushItem] = []
+    problems: list[str] = []
+    for start in range(0, len(items), PRE_ANNOTATE_BATCH):
+        batch = items[start : start + PRE_ANNOTATE_BATCH]
+        decoded = model_images(ctx.store, loaded, [item["key"] for item in batch])
+        made = kind.pre_annotate(loaded.model, loaded.temperature, decoded.images,
+                                 decoded.sizes, loaded.labels,
+                                 ctx.settings.task.options) if decoded.readable else []
+        for i, pre in zip(decoded.readable, made, strict=True):
+            image_id = batch[i]["image_id"]
+            images = {name: ctx.store.task_image_key(name, image_id) for name in pre.images}
+            for name, key in images.items():  # before the task that shows it
+                ctx.store.put_bytes(key, pre.images[name], "image/png")
+            pushed.append(PushItem(image_id, batch[i]["key"], pre.result, pre.score, images))
+        problems += decoded.problems
+        if progress is not None:
+            progress(start + len(batch), len(items))
+    return pushed, problems
 
 
-def push_step(ctx: RoundContext, round_id: str) -> dict:
-    """Send the round's selection to Label Studio; images already there are not added again."""
+def push_step(ctx: RoundContext, round_id: str,
+              progress: Callable[[int, int], None] | None = None) -> dict:
+    """Send the round's selection to Label Studio; images already there are not added again.
+    `progress(done, total)` follows the tasks prepared, batch by batch, and reaches the
+    total once they are in Label Studio."""
     selection = read_round_record(ctx.store, round_id, "selection")
     if selection is None:
         return {"created": 0, "already_present": 0}
@@ -224,8 +243,11 @@ def push_step(ctx: RoundContext, round_id: str) -> dict:
     space = room(ctx.settings.loop.queue_depth, len(ctx.project.unannotated_tasks()))
     if space is not None:
         todo = todo[:space]  # the most useful first; the rest waits for room
-    items, problems = pre_annotations(ctx, selection["model_version"], todo)
+    items, problems = pre_annotations(ctx, selection["model_version"], todo,
+                                      _before_the_end(progress))
     result = ctx.project.push(items, model_version=selection["model_version"], round_id=round_id)
+    if progress is not None:
+        progress(len(todo), len(todo))
     result.already_present.update({item["image_id"]: queued[item["image_id"]]
                                    for item in selection["items"] if item["image_id"] in queued})
     record = {"created": result.created, "already_present": sorted(result.already_present),
@@ -233,6 +255,20 @@ def push_step(ctx: RoundContext, round_id: str) -> dict:
     write_round_record(ctx.store, round_id, "push", record)
     return {"created": len(result.created), "already_present": len(result.already_present),
             "duplicates_removed": result.duplicates_removed, "unreadable": len(problems)}
+
+
+def _before_the_end(progress: Callable[[int, int], None] | None
+                    ) -> Callable[[int, int], None] | None:
+    """`progress` without its last call, which the caller makes once the work after the
+    counted part (the import into Label Studio) is done too."""
+    if progress is None:
+        return None
+
+    def call(done: int, total: int) -> None:
+        if done < total:
+            progress(done, total)
+
+    return call
 
 
 def refill_step(ctx: RoundContext) -> dict:
@@ -260,10 +296,12 @@ def refill_step(ctx: RoundContext) -> dict:
             "model_version": version, "from_round": round_id, "unreadable": len(problems)}
 
 
-def refresh_step(ctx: RoundContext, version: str) -> dict:
+def refresh_step(ctx: RoundContext, version: str,
+                 progress: Callable[[int, int], None] | None = None) -> dict:
     """Give every queued (unannotated) task the prediction and score of model `version`,
     replacing older ones, so the queue is ordered by the model annotators' work will train
-    next; a task that already has one of `version` is left alone (safe to re-run)."""
+    next; a task that already has one of `version` is left alone (safe to re-run).
+    `progress(done, total)` follows the predictions made."""
     tasks = ctx.project.queued_tasks()
     stale: dict[int, list[int]] = {}
     todo: dict[int, dict] = {}
@@ -278,7 +316,7 @@ def refresh_step(ctx: RoundContext, version: str) -> dict:
         if image_id and isinstance(uri, str) and not has_current:
             todo[int(task["id"])] = {"image_id": image_id,
                                      "key": uri.removeprefix(ctx.store.s3_uri(""))}
-    items, problems = pre_annotations(ctx, version, list(todo.values()))
+    items, problems = pre_annotations(ctx, version, list(todo.values()), progress)
     by_image = {item.image_id: item for item in items}
     predictions = {task_id: by_image[item["image_id"]] for task_id, item in todo.items()
                    if item["image_id"] in by_image}

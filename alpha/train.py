@@ -8,7 +8,7 @@ good model.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -23,6 +23,7 @@ from alpha.errors import AnnotationError, DataError
 from alpha.images import decode_batch, image_size
 from alpha.kinds import get_kind
 from alpha.kinds.base import Kind, Target
+from alpha.kinds.training import reporting_steps
 from alpha.records import LabelRecord, read_all_records, read_mask
 from alpha.store import Store
 
@@ -182,8 +183,10 @@ def _check_version(version: str) -> str:
     return version
 
 
-def train_model(store: Store, settings: Settings, version: str | None = None) -> ModelInfo:
-    """Train on every usable label in the bucket and publish the model as the latest."""
+def train_model(store: Store, settings: Settings, version: str | None = None,
+                progress: Callable[[int, int], None] | None = None) -> ModelInfo:
+    """Train on every usable label in the bucket and publish the model as the latest;
+    `progress(done, total)` follows the optimiser steps (see `reporting_steps`)."""
     kind = get_kind(settings.task.kind)
     labels = settings.task.labels
     usable, ignored = _usable(store, kind, read_all_records(store), labels)
@@ -202,7 +205,8 @@ def train_model(store: Store, settings: Settings, version: str | None = None) ->
     unreadable = {record.image_id: label_snapshot(record)
                   for i, (record, _) in enumerate(usable) if i not in readable}
     targets = kind.training_targets([target for _, target in kept], labels, size)
-    trained = kind.train(images, targets, labels, settings.train, settings.task.options)
+    with reporting_steps(progress):
+        trained = kind.train(images, targets, labels, settings.train, settings.task.options)
 
     n_labels = len(seen)
     version = _check_version(version or default_version(n_labels))

@@ -20,12 +20,14 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import signal
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -33,22 +35,23 @@ from PIL import Image
 
 from alpha.config import point_prefect_at
 from alpha.ingest import ingest_folder
-from alpha.loop import open_context
+from alpha.loop import RoundContext, open_context
 from alpha.simulate import simulate_annotations
 from alpha.store import image_id_from_key
 from alpha.train import latest_key
 
 
-def make_project(folder: Path, batch: int, pull_every_s: int, min_steps: int
-                 ) -> tuple[Path, dict[str, str]]:
-    """A config and images: 30 seed labels (3 per digit) and a pool of 300 digits."""
+def make_project(folder: Path, batch: int, pull_every_s: int, min_steps: int,
+                 pool_size: int = 300, loop_extra: str = "") -> tuple[Path, dict[str, str]]:
+    """A config and images: 30 seed labels (3 per digit) and a pool of `pool_size` digits;
+    the queue's target is two batches unless `loop_extra` (more [loop] lines) says so."""
     from sklearn.datasets import load_digits
 
     digits = load_digits()
     images = folder / "images"
     images.mkdir()
     seed = [int(np.flatnonzero(digits.target == c)[k]) for c in range(10) for k in range(3)]
-    pool = [i for i in range(len(digits.target)) if i not in seed][:300]
+    pool = [i for i in range(len(digits.target)) if i not in seed][:pool_size]
     truth = {}
     for i in seed + pool:
         pixels = (digits.images[i] * 16).clip(0, 255).astype(np.uint8)
@@ -58,14 +61,55 @@ def make_project(folder: Path, batch: int, pull_every_s: int, min_steps: int
                                              for i in seed))
     prefix = f"bench-orch-{uuid.uuid4().hex[:8]}"
     config = folder / "alpha.toml"
+    depth = "" if "queue_depth" in loop_extra else f"queue_depth = {2 * batch}\n"
     config.write_text(
         f'[s3]\nprefix = "{prefix}"\n[labelstudio]\nproject_title = "alpha bench {prefix}"\n'
         '[task]\nlabels = ["0","1","2","3","4","5","6","7","8","9"]\n'
         f"[train]\nimage_size = 8\nmin_steps = {min_steps}\n"
-        f"[loop]\nbatch_size = {batch}\nqueue_depth = {2 * batch}\n"
+        f"[loop]\nbatch_size = {batch}\n{depth}{loop_extra}"
         f'pull_interval_s = {pull_every_s}\nschedule_cron = "17 3 * * *"\n'
     )
     return config, truth
+
+
+@contextlib.contextmanager
+def served_project(folder: Path, batch: int, pull_every_s: int, min_steps: int,
+                   **project) -> Iterator[tuple[RoundContext, dict[str, str], bool]]:
+    """A fresh project (`make_project`) ingested, its first round run (the first batch in
+    the queue, and the webhook registered if Label Studio allows it), and `alpha serve`
+    running for it: (context, truth, webhook registered). On the way out serve stops and
+    the project is removed: objects, Label Studio project, deployments."""
+    config, truth = make_project(folder, batch, pull_every_s, min_steps, **project)
+    ctx = open_context(config)
+    point_prefect_at(ctx.settings)
+    ingest_folder(ctx.store, ctx.settings, folder / "images", folder / "seed.csv")
+    from flows.round import active_learning_round
+
+    try:
+        active_learning_round(config_file=str(config))
+        webhook = bool(ctx.project._request(
+            "GET", "api/webhooks/", params={"project": ctx.project.project_id}))
+        serve = subprocess.Popen([sys.executable, "-m", "alpha.cli", "serve", "--config",
+                                  str(config)], env={**os.environ}, stdout=subprocess.DEVNULL,
+                                 stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            time.sleep(15)  # the deployments registered and the runner polling
+            yield ctx, truth, webhook
+        finally:
+            _stop(serve)
+    finally:
+        _cleanup(ctx)
+
+
+def _stop(serve: subprocess.Popen) -> None:
+    """Stop serve; if it has not stopped within a minute (flow runs of its own still going),
+    kill its process group: serve and the flow runs it started, nothing else."""
+    serve.terminate()
+    try:
+        serve.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        os.killpg(serve.pid, signal.SIGKILL)
+        serve.wait(timeout=10)
 
 
 def head_version(ctx) -> str | None:
@@ -136,31 +180,15 @@ def main() -> None:
                         help="train.min_steps (500: the default; fewer: a shorter training)")
     args = parser.parse_args()
 
-    with tempfile.TemporaryDirectory() as tmp:
-        config, truth = make_project(Path(tmp), args.batch, args.pull_every, args.min_steps)
-        ctx = open_context(config)
-        point_prefect_at(ctx.settings)
-        ingest_folder(ctx.store, ctx.settings, Path(tmp) / "images", Path(tmp) / "seed.csv")
-        from flows.round import active_learning_round
-
-        active_learning_round(config_file=str(config))  # the first batch, and the webhook
-        webhook = bool(ctx.project._request(  # registered by the round's pull, if allowed
-            "GET", "api/webhooks/", params={"project": ctx.project.project_id}))
-        serve = subprocess.Popen([sys.executable, "-m", "alpha.cli", "serve", "--config",
-                                  str(config)], env={**os.environ}, stdout=subprocess.DEVNULL,
-                                 stderr=subprocess.STDOUT)
-        rows = []
-        try:
-            time.sleep(15)  # the deployments registered and the runner polling
-            for c in range(args.cycles):
-                row = cycle(ctx, truth, args.batch, c + 1, args.limit)
-                rows.append(row)
-                print(f"cycle {c + 1}: delay {row['delay_s']} s, train {row['train_s']} s, "
-                      f"model {row['model']} ({row['n_labels']} labels)", flush=True)
-        finally:
-            serve.terminate()
-            serve.wait(timeout=60)
-            _cleanup(ctx)
+    rows = []
+    with (tempfile.TemporaryDirectory() as tmp,
+          served_project(Path(tmp), args.batch, args.pull_every, args.min_steps) as served):
+        ctx, truth, webhook = served
+        for c in range(args.cycles):
+            row = cycle(ctx, truth, args.batch, c + 1, args.limit)
+            rows.append(row)
+            print(f"cycle {c + 1}: delay {row['delay_s']} s, train {row['train_s']} s, "
+                  f"model {row['model']} ({row['n_labels']} labels)", flush=True)
     delays = [r["delay_s"] for r in rows if r["delay_s"] is not None]
     trains = [r["train_s"] for r in rows if r["train_s"] is not None]
     print(f"\nwebhook registered: {webhook}; pull every {args.pull_every} s; "

@@ -75,7 +75,8 @@ class StepProgress:
         percent = 100.0 * done / total if total else 100.0
         if self.artifact_id is None:
             self.artifact_id = create_progress_artifact(0.0, description=self.description)
-        if percent - self.shown >= self.step_percent or (percent >= 100.0 > self.shown):
+        # abs: a total that grew (a training's refit adds its steps) moves the bar back
+        if abs(percent - self.shown) >= self.step_percent or (percent >= 100.0 > self.shown):
             self.shown = percent
             update_progress_artifact(self.artifact_id, percent,
                                      description=f"{self.description}: {done} of {total}")

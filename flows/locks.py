@@ -1,19 +1,24 @@
 """One writer at a time per project, with Prefect global concurrency limits as the locks.
 
 Two runs of one project must never share a round id, train the same labels twice, or move
-the pull cursor from under each other. Each project gets two limits of one slot, created
+the pull cursor from under each other. Each project gets three limits of one slot, created
 here before use and acquired with `strict=True` (a limit that does not exist is otherwise
 skipped silently, which would be no lock at all):
 
-- `alpha-{prefix}-round`: held by a whole round (and by train-and-select and the queue
-  refill), i.e. everything that picks a round id, trains, selects or imports tasks;
+- `alpha-{prefix}-round`: held by a whole round (and by train-and-select), i.e.
+  everything that picks a round id, trains or selects;
 - `alpha-{prefix}-pull`: held while the pull cursor and label records are written, so a
-  pull-only run may bring labels in while a round trains.
+  pull-only run may bring labels in while a round trains;
+- `alpha-{prefix}-queue`: held while tasks are imported into the queue or re-predicted
+  (push, refresh, refill), so the pull's refill may top the queue up while a round trains:
+  under the round lock it waited for the training, which on a busy machine took longer
+  than annotators took to empty the queue (bench/queue_day.py).
 
-A round takes the round lock, then the pull lock for its pull; a pull-only run takes just
-the pull lock, so no run waits for a lock while holding one another run waits for in the
-opposite order. Slots are leases the holder renews: a run that crashes frees its slot when
-the lease ends (LEASE_S), and a run that cannot renew stops rather than go on unlocked.
+A round takes the round lock, then the pull or the queue lock for one step at a time; a
+pull-only run takes the pull lock, then (released) the queue lock, so no run waits for a
+lock while holding one another run waits for in the opposite order. Slots are leases the
+holder renews: a run that crashes frees its slot when the lease ends (LEASE_S), and a run
+that cannot renew stops rather than go on unlocked.
 """
 
 from __future__ import annotations
@@ -42,7 +47,7 @@ LEASE_S = 60.0
 MIN_WAIT_S = 1.0
 """Prefect times out a wait of 0 s before it asks the server: even "refuse at once" asks."""
 
-Lock = Literal["round", "pull"]
+Lock = Literal["round", "pull", "queue"]
 
 
 class ProjectBusy(AlphaError):

@@ -20,6 +20,7 @@ from alpha.config import Settings, load_settings
 from alpha.train import latest_key, new_usable_labels
 from flows.locks import ProjectBusy, project_lock
 from flows.names import PULL_FLOW, TRAIN_FLOW, deployment_name, full_name
+from flows.pending import runs_under_way
 from flows.round import NETWORK_RETRIES, pull_labels, refill_queue
 
 REFILL_WAIT_S = 5.0
@@ -35,11 +36,15 @@ def count_new_labels(config_file: str | None) -> tuple[int, str | None]:
 
 
 def start_training(settings: Settings, config_file: str | None, new: int,
-                   version: str | None) -> str | None:
-    """Start the project's train-and-select deployment without waiting for it; the id of
-    its flow run, or None when it is not deployed (`alpha serve` is not running)."""
+                   version: str | None) -> tuple[str | None, bool]:
+    """Start the project's train-and-select deployment without waiting for it: (the id of
+    its flow run, or None when it is not deployed (`alpha serve` is not running); whether
+    that run was already under way, due or running, in which case none is started)."""
     name = full_name(TRAIN_FLOW, settings)
     try:
+        under_way = runs_under_way(name, running=True)  # it, or the pull after it, trains
+        if under_way:
+            return under_way[0], True
         run = run_deployment(
             name, parameters={"config_file": config_file, "strategy": settings.loop.strategy},
             timeout=0, as_subflow=False,
@@ -49,8 +54,8 @@ def start_training(settings: Settings, config_file: str | None, new: int,
                             f"{int(time.time() // RETRY_AFTER_S)}",
         )
     except ObjectNotFound:
-        return None
-    return str(run.id)
+        return None, False
+    return str(run.id), False
 
 
 @flow(name=PULL_FLOW, log_prints=True)
@@ -64,10 +69,14 @@ def pull_and_maybe_train(config_file: str | None = None) -> dict:
     threshold = settings.loop.retrain_threshold
     result = {"pull": pulled, "new_labels": new, "threshold": threshold, "train_run": None}
     if new >= threshold:
-        result["train_run"] = start_training(settings, config_file, new, version)
+        result["train_run"], under_way = start_training(settings, config_file, new, version)
         if result["train_run"] is None:
             logger.warning("%d new labels wait for training, but train-and-select is not "
                            "deployed: run `alpha serve`, or `alpha round`.", new)
+        elif under_way:
+            logger.info("%d new labels (>= %d): train-and-select run %s is under way; it, "
+                        "or the pull after it, trains on them", new, threshold,
+                        result["train_run"])
         else:
             logger.info("%d new labels (>= %d): started train-and-select run %s", new,
                         threshold, result["train_run"])
@@ -76,9 +85,10 @@ def pull_and_maybe_train(config_file: str | None = None) -> dict:
 
 
 def _refill_unless_busy(settings: Settings, config_file: str | None) -> dict:
-    """Top the queue up under the round lock; a round that holds it refills at its end."""
+    """Top the queue up under the queue lock, also while a round trains; when a round's
+    push or refresh holds the lock, that round refills at its end."""
     try:
-        with project_lock(settings, "round", wait_s=REFILL_WAIT_S):
+        with project_lock(settings, "queue", wait_s=REFILL_WAIT_S):
             return refill_queue(config_file)
     except ProjectBusy:
-        return {"pushed": 0, "reason": "a round is running; it refills the queue at its end"}
+        return {"pushed": 0, "reason": "a round is pushing; it refills the queue at its end"}

@@ -15,6 +15,7 @@ from prefect.artifacts import create_markdown_artifact
 from alpha import loop
 from alpha.config import load_settings
 from alpha.errors import AlphaError, ConfigError, ServiceRefused, ServiceUnavailable
+from alpha.progress import bar, both
 from alpha.rounds import current_round_id
 from alpha.strategies import STRATEGIES
 from flows.artifacts import RoundProgress, StepProgress, artifact_key, publish_history
@@ -58,25 +59,32 @@ def pull_labels(config_file: str | None, round_id: str | None) -> dict:
         return pulled
 
 
+# Each long step reports to a Prefect progress artifact, and to a terminal bar when the flow
+# runs under a CLI command that opened them (alpha.progress); served, only the artifact.
 @task(name="train", **NETWORK_RETRIES)
 def train(config_file: str | None, min_new: int | None = None) -> dict:
-    return loop.train_step(loop.open_context(config_file), min_new)
+    return loop.train_step(loop.open_context(config_file), min_new, progress=both(
+        StepProgress("alpha: training steps"), bar("train: optimiser steps")))
 
 
 @task(name="score-and-select", **NETWORK_RETRIES)
 def score_and_select(config_file: str | None, round_id: str, version: str, strategy: str) -> dict:
     return loop.select_step(loop.open_context(config_file), round_id, version, strategy,
-                            progress=StepProgress(f"alpha {round_id}: scoring the pool"))
+                            progress=both(StepProgress(f"alpha {round_id}: scoring the pool"),
+                                          bar("score: pool images")))
 
 
 @task(name="push", **NETWORK_RETRIES)
 def push(config_file: str | None, round_id: str) -> dict:
-    return loop.push_step(loop.open_context(config_file), round_id)
+    return loop.push_step(loop.open_context(config_file), round_id,
+                          progress=both(StepProgress(f"alpha {round_id}: pushing tasks"),
+                                        bar("push: tasks")))
 
 
 @task(name="refresh-queue", **NETWORK_RETRIES)
 def refresh_queue(config_file: str | None, version: str) -> dict:
-    return loop.refresh_step(loop.open_context(config_file), version)
+    return loop.refresh_step(loop.open_context(config_file), version,
+                             progress=bar("queue: new predictions"))
 
 
 @task(name="refill-queue", **NETWORK_RETRIES)
@@ -218,10 +226,11 @@ def _select_push_finish(config_file: str | None, round_id: str, strategy: str, p
                         model: dict, progress: RoundProgress) -> dict:
     selection = score_and_select(config_file, round_id, model["version"], strategy)
     progress.finished("score-and-select")
-    pushed = push(config_file, round_id)
-    progress.finished("push")
-    upkeep = {"refresh": refresh_queue(config_file, model["version"]) if model["trained"]
-              else None, "refill": refill_queue(config_file)}
+    with project_lock(load_settings(config_file), "queue"):  # shared with the pull's refill
+        pushed = push(config_file, round_id)
+        progress.finished("push")
+        upkeep = {"refresh": refresh_queue(config_file, model["version"]) if model["trained"]
+                  else None, "refill": refill_queue(config_file)}
     summary = finish(config_file, round_id, {"pull": pulled, "model": model,
                                              "selection": selection, "push": pushed,
                                              "upkeep": upkeep})

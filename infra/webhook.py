@@ -6,9 +6,10 @@ address and no other local one, see infra.stack). `POST /labelstudio/{deployment
 shared secret in the `X-Alpha-Webhook-Secret` header starts a run of
 `pull-labels/{deployment}`; anything else is refused. It answers at once (Label Studio
 sends webhooks inside the annotator's request and gives up after 1 s) and starts the run in
-the background, at most once per DEBOUNCE_S per deployment (Prefect's idempotency key), so
-a burst of annotations makes one pull. A lost webhook loses nothing: the scheduled pull
-catches up.
+the background, at most once per DEBOUNCE_S per deployment (Prefect's idempotency key), and
+not while a pull is due that has not started yet (flows.pending), so a burst of annotations
+makes one pull at a time, not one process every few seconds. A lost webhook loses nothing:
+the scheduled pull catches up.
 """
 
 from __future__ import annotations
@@ -41,9 +42,14 @@ def start_pull(deployment: str) -> str | None:
     from prefect.exceptions import ObjectNotFound
 
     from flows.names import PULL_FLOW
+    from flows.pending import runs_under_way
 
     window = int(time.time() // DEBOUNCE_S)
     try:
+        if runs_under_way(f"{PULL_FLOW}/{deployment}", running=False):
+            log.info("webhook for %s: a pull that has not read Label Studio yet is due; "
+                     "it brings this annotation too", deployment)
+            return None
         run = run_deployment(f"{PULL_FLOW}/{deployment}", timeout=0, as_subflow=False,
                              idempotency_key=f"webhook:{deployment}:{window}")
     except ObjectNotFound:

@@ -2,7 +2,9 @@
 thread count and RNG around a training, and the checkpoint format.
 
 A kind supplies the network and the loss of one batch; the recipe is the same for all, so a
-benchmark compares labels and kinds, not optimisers.
+benchmark compares labels and kinds, not optimisers. Because every kind trains here,
+`reporting_steps` can follow any kind's training without each kind's `train` forwarding a
+callback.
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ import io
 from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -21,6 +25,34 @@ from alpha.config import TrainSettings
 from alpha.errors import DataError
 
 CHECKPOINT_FORMAT = 1
+
+
+@dataclass
+class _StepCounter:
+    """Steps over every fit of one training: a kind may fit more than once (held-out, then
+    refit on every label), and each fit adds its steps to the total when it starts."""
+
+    progress: Callable[[int, int], None]
+    done: int = 0
+    total: int = 0
+
+
+_STEPS: ContextVar[_StepCounter | None] = ContextVar("alpha_training_steps", default=None)
+
+
+@contextmanager
+def reporting_steps(progress: Callable[[int, int], None] | None) -> Iterator[None]:
+    """Call `progress(done, total)` after each optimiser step of the trainings inside
+    (`done` counts on across fits; `total` grows by each fit's steps as it starts). It
+    only observes: the model, its metrics and every random draw are the same without it."""
+    if progress is None:
+        yield
+        return
+    token = _STEPS.set(_StepCounter(progress))
+    try:
+        yield
+    finally:
+        _STEPS.reset(token)
 
 
 def batches(order: np.ndarray, batch_size: int) -> Iterator[np.ndarray]:
@@ -75,6 +107,9 @@ def fit_one_cycle(
         optimizer, max_lr=settings.learning_rate, total_steps=total, pct_start=0.15
     )
     rng = np.random.default_rng(settings.random_state)
+    counter = _STEPS.get()
+    if counter is not None:
+        counter.total += total
     step, last_losses = 0, deque(maxlen=max(1, len(train_idx) // settings.batch_size))
     model.train()
     while step < total:
@@ -86,6 +121,9 @@ def fit_one_cycle(
             schedule.step()
             step += 1
             last_losses.append(loss.item())
+            if counter is not None:
+                counter.done += 1
+                counter.progress(counter.done, counter.total)
             if step == total:
                 break
     model.eval()
