@@ -357,6 +357,8 @@ def predictions(model: ObjectUNet, images: np.ndarray, batch_size: int = 16,
 @dataclass
 class Objects:
     """The objects decoded from one Prediction: ids uint16 `(H, W)` (0 = none, 1..k),
+    semantic uint8 `(H, W)`, every pixel's class (an object's class on its pixels, the most
+    likely stuff class elsewhere),
     `classes[k-1]` the class index of object k, `confidence[k-1]` its score in [0, 1]
     (class certainty x existence), and per-object uncertainties in [0, 1]: class (which
     thing it is), boundary (the pixels along its edge), existence (whether it is one).
@@ -364,6 +366,7 @@ class Objects:
     make objects (the objects it may have missed)."""
 
     ids: np.ndarray
+    semantic: np.ndarray
     classes: list[int] = field(default_factory=list)
     confidence: list[float] = field(default_factory=list)
     class_uncertainty: list[float] = field(default_factory=list)
@@ -373,7 +376,7 @@ class Objects:
 
 
 def decode(prediction: Prediction, layout: Layout, options: ObjectOptions) -> Objects:
-    """Objects from a Prediction: the thing pixels of the class argmax, split where the
+    """Objects from a Prediction: the pixels the thing classes together claim, split where the
     boundary probability exceeds options.boundary_threshold, each component a seed grown
     back over its thing pixels by a watershed on the boundary probability; objects below
     options.min_object_pixels are dropped, the options.max_objects most confident kept."""
@@ -381,10 +384,11 @@ def decode(prediction: Prediction, layout: Layout, options: ObjectOptions) -> Ob
     from skimage.segmentation import find_boundaries, watershed
 
     probs, boundary = prediction.probs, prediction.boundary
-    things = sorted(layout.things)
-    semantic = probs.argmax(axis=0)
+    things, stuff = sorted(layout.things), sorted(layout.stuff)
     thing_prob = probs[things].sum(axis=0)
-    is_thing = np.isin(semantic, things)
+    # a thing pixel is one the thing classes together claim: with several thing classes the
+    # argmax over all classes would hand many object pixels to a stuff class
+    is_thing = thing_prob > 0.5
     seeds, _ = ndimage.label(is_thing & (boundary < options.boundary_threshold))
     grown = watershed(boundary, seeds, mask=is_thing) if seeds.any() else seeds
     confidence_map = probs.max(axis=0)
@@ -409,11 +413,13 @@ def decode(prediction: Prediction, layout: Layout, options: ObjectOptions) -> Ob
     found.sort(key=lambda item: -item[0])
     found = found[: options.max_objects]
     ids = np.zeros(grown.shape, dtype=np.uint16)
-    objects = Objects(ids=ids)
+    semantic = np.asarray(stuff, dtype=np.uint8)[probs[stuff].argmax(axis=0)]
+    objects = Objects(ids=ids, semantic=semantic)
     for new, (score, old, cls, certainty, existence, edge) in enumerate(
         sorted(found, key=lambda item: item[1]), start=1
     ):
         ids[grown == old] = new
+        semantic[grown == old] = cls
         objects.classes.append(cls)
         objects.confidence.append(score)
         objects.class_uncertainty.append(1.0 - certainty)
@@ -595,7 +601,7 @@ def pre_annotations(model: ObjectUNet, images: np.ndarray, sizes: Sequence[tuple
         segments = [segment(k, layout.classes[c], layout)
                     for k, c in enumerate(objects.classes, start=1)]
         ids = objects.ids.astype(np.int64)
-        semantic = prediction.probs.argmax(axis=0)
+        semantic = objects.semantic
         next_id = len(segments) + 1
         for c in sorted(layout.stuff):
             if c == layout.background:
@@ -903,7 +909,7 @@ def evaluate(model: ObjectUNet, images: np.ndarray, targets: np.ndarray, layout:
     for i, prediction in enumerate(predictions(model, images, options.score_batch_size)):
         objects = decode(prediction, layout, options)
         true_classes, true_ids = targets[i, 0], targets[i, 2]
-        semantic = prediction.probs.argmax(axis=0)
+        semantic = objects.semantic.astype(np.int64)
         labelled = true_classes != IGNORE
         confusion += np.bincount(true_classes[labelled] * len(layout.classes)
                                  + semantic[labelled], minlength=confusion.size
@@ -918,11 +924,7 @@ def evaluate(model: ObjectUNet, images: np.ndarray, targets: np.ndarray, layout:
             where = true_ids == k
             truths.append({"image_id": i, "mask": where,
                            "category_id": int(np.bincount(true_classes[where]).argmax())})
-        pred_category = np.where(objects.ids > 0, 0, semantic)
-        for k, c in enumerate(objects.classes, start=1):
-            pred_category[objects.ids == k] = c
-        pred_category = np.where(np.isin(pred_category, things) & (objects.ids == 0),
-                                 void, pred_category)  # thing pixels of no kept object
+        pred_category = semantic  # objects' classes on their pixels, stuff elsewhere
         true_category = np.where(labelled, true_classes, void)
         seen.update(int(c) for c in np.unique(true_category) if c != void)
         seen.update(int(c) for c in np.unique(pred_category[labelled]) if c != void)
