@@ -12,6 +12,14 @@ summary.csv / summary.md (the table), run.json (the command, settings, full-data
 and the fast vs full MC dropout check with baal's agreement) and curves.png under --out,
 and prints the table.
 
+`--dataset nuclei` (the `instance` kind: mask AP50 on held-out tiles of stardist's
+fluorescence image) and `--dataset scenes-panoptic` (the `panoptic` kind: PQ on composed
+garment scenes) run it for the object kinds, with the default strategy on the kind's blended
+pixel + object image score beside object-part variants (`default/objects:max`,
+`default+max`), and record the effort through the kind itself: `pre_annotate`, the true
+target as Label Studio results, and `read_annotations(...).changed`, plus the share of
+objects added, deleted or reshaped.
+
 `--dataset camvid` runs the same loop for semantic segmentation (the `semantic` kind, mean
 IoU on CamVid's val split, the simulated annotator revealing the true masks), comparing the
 default strategy under each pixel-to-image reduction, and also records the annotator's
@@ -23,6 +31,8 @@ the true mask changes. `--extras scoring,memory,rle` measures scoring speed, sco
     python bench/label_efficiency.py --dataset fashion-mnist --seeds 5 --jobs 2
     python bench/label_efficiency.py --dataset camvid --quick --jobs 2
     python bench/label_efficiency.py --dataset camvid --quick --extras scoring,memory,rle
+    python bench/label_efficiency.py --dataset nuclei --quick --jobs 1
+    python bench/label_efficiency.py --dataset scenes-panoptic --quick --jobs 1
 
 Peers need the `bench` extra and modAL-python and baal installed without their
 dependencies (bench/README.md); a missing peer is skipped with a message.
@@ -57,16 +67,30 @@ PRESETS: dict[str, dict[str, Any]] = {
     "digits": dict(pool=0, initial=30, batch=30, rounds=8, seeds=10),
     "fashion-mnist": dict(pool=10_000, initial=100, batch=100, rounds=8, seeds=5),
     "camvid": dict(pool=0, initial=20, batch=20, rounds=6, seeds=3),
+    "nuclei": dict(pool=0, initial=10, batch=10, rounds=6, seeds=5),
+    "scenes-panoptic": dict(pool=300, initial=20, batch=20, rounds=4, seeds=3),
 }
 QUICK: dict[str, dict[str, Any]] = {
     "digits": dict(rounds=4, seeds=3),
     "fashion-mnist": dict(pool=2_000, initial=50, batch=50, rounds=3, seeds=2),
     "camvid": dict(pool=150, initial=10, batch=10, rounds=4, seeds=3),
+    "nuclei": dict(rounds=4, seeds=3),
+    "scenes-panoptic": dict(pool=200, initial=20, batch=20, rounds=3, seeds=3),
 }
-KINDS = {"digits": "classification", "fashion-mnist": "classification", "camvid": "semantic"}
+KINDS = {"digits": "classification", "fashion-mnist": "classification", "camvid": "semantic",
+         "nuclei": "instance", "scenes-panoptic": "panoptic"}
 """The task kind each dataset benchmarks."""
-METRICS = {"classification": "accuracy", "semantic": "miou"}
+METRICS = {"classification": "accuracy", "semantic": "miou", "instance": "ap50",
+           "panoptic": "pq"}
 """The test metric of each kind's curves (the kind's PRIMARY_METRIC)."""
+SECONDARY = {"instance": ("ap", "pq", "count_error", "miou"),
+             "panoptic": ("pq_things", "pq_stuff", "ap50", "count_error", "miou")}
+"""The object kinds' other metrics, kept per round beside the primary one."""
+METRIC_NAMES = {"accuracy": ("acc", "accuracy"), "miou": ("mIoU", "mIoU"),
+                "ap50": ("AP50", "mask AP50"), "pq": ("PQ", "PQ")}
+"""(short, long) name of each curve metric in the tables."""
+SCENE_TEST = 100
+"""Composed panoptic test scenes (from Fashion-MNIST's test split, never in the pool)."""
 
 # Segmentation training (alpha.config.TrainSettings fields; flags override them): the
 # semantic kind's TRAIN_DEFAULTS, what alpha trains a segmentation model with unless told
@@ -75,17 +99,26 @@ METRICS = {"classification": "accuracy", "semantic": "miou"}
 # in the labels: the model was limited by its steps). val_fraction 0 trains once on every
 # label: the same model `refit` ends with (same seed, same recipe, all labels), without the
 # first training that only measures a held-out split (the benchmark measures on val).
-def _semantic_train_defaults() -> dict[str, Any]:
+def _train_defaults(kind: str) -> dict[str, Any]:
     from alpha.kinds import get_kind
 
-    return dict(get_kind("semantic").TRAIN_DEFAULTS)
+    return dict(get_kind(kind).TRAIN_DEFAULTS)
 
 
+# The object kinds: their TRAIN_DEFAULTS on grey images. Nuclei tiles are 32 x 32 (the model
+# at the tiles' own size, as the kind wants: nuclei are a few pixels wide): 192 pool tiles
+# instead of 48 at 64 x 64, so selection has a pool to choose from. The panoptic quick run
+# caps training at max(15 epochs, 100 steps) to fit 25 minutes on one shared core.
 SEGMENTATION_TRAIN: dict[str, dict[str, Any]] = {
-    "camvid": dict(**_semantic_train_defaults(), channels=3, val_fraction=0.0),
+    "camvid": dict(**_train_defaults("semantic"), channels=3, val_fraction=0.0),
+    "nuclei": dict(_train_defaults("instance"), channels=1, val_fraction=0.0, image_size=32,
+                   image_height=32),
+    "scenes-panoptic": dict(_train_defaults("panoptic"), channels=1, val_fraction=0.0),
 }
 SEGMENTATION_QUICK: dict[str, dict[str, Any]] = {
     "camvid": dict(widths=(8, 16, 32, 64), epochs=25, min_steps=60),
+    "nuclei": {},
+    "scenes-panoptic": dict(epochs=15, min_steps=100),
 }
 REDUCED = ("mean", "topk", "class_weighted")
 """The reductions the segmentation arms compare ("default/mean": the default strategy on
@@ -120,7 +153,16 @@ class Config:
 
 # ---- data ---------------------------------------------------------------------------------
 def is_segmentation(dataset: str) -> bool:
-    return KINDS[dataset] == "semantic"
+    """A mask kind (semantic, instance, panoptic): the segmentation path of the loop."""
+    return KINDS[dataset] != "classification"
+
+
+def is_objects(dataset: str) -> bool:
+    return KINDS[dataset] in ("instance", "panoptic")
+
+
+def metric_of(dataset: str) -> str:
+    return METRICS[KINDS[dataset]]
 
 
 def load_data(dataset: str, pool: int, train: dict[str, Any] | None = None) -> tuple:
@@ -162,15 +204,18 @@ def resize_images(images: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 def load_segmentation(dataset: str, pool: int, train: dict[str, Any]) -> tuple:
     """(pool images, pool masks, test images, test masks, pool masks at full size, labels,
-    test-set note) for CamVid. Images float32 `(n, 3, h, w)` at the model's input size, masks
-    int64 `(n, h, w)` resized by nearest neighbour as the kind does (255 = unlabelled);
-    full-size masks uint8 `(n, H, W)` are what the simulated annotator answers. The pool is
-    a fixed random subset of the train split (the same for every seed); the test set is the
-    val split, or, where val has no masks, a fixed 20% of train held out of the pool."""
+    test-set note, kind options) for CamVid; load_objects for the object kinds. Images
+    float32 `(n, 3, h, w)` at the model's input size, masks int64 `(n, h, w)` resized by
+    nearest neighbour as the kind does (255 = unlabelled); full-size masks uint8
+    `(n, H, W)` are what the simulated annotator answers. The pool is a fixed random subset
+    of the train split (the same for every seed); the test set is the val split, or, where
+    val has no masks, a fixed 20% of train held out of the pool."""
     from alpha.datasets import load_camvid
     from alpha.kinds import get_kind
     from alpha.kinds.base import Target
 
+    if is_objects(dataset):
+        return load_objects(dataset, pool, train)
     kind = get_kind("semantic")
     size = kind.input_size(train)
     data = load_camvid(split="train")
@@ -193,7 +238,48 @@ def load_segmentation(dataset: str, pool: int, train: dict[str, Any]) -> tuple:
         return kind.training_targets([Target(mask=m) for m in stored], data.labels, size)
 
     return (resize_images(x, size), targets(masks), resize_images(test_x, size),
-            targets(test_masks), masks, list(data.labels), note)
+            targets(test_masks), masks, list(data.labels), note, kind.Options())
+
+
+def load_objects(dataset: str, pool: int, train: dict[str, Any]) -> tuple:
+    """load_segmentation's tuple for the object kinds: images float32 `(n, 1, h, w)` at the
+    model's size (the data is made at that size: nuclei tiles cut at it, scenes composed at
+    it), targets `(n, 3, h, w)` from the kind's training_targets, and the pool's Targets
+    (segment ids + segment lists, what the simulated annotator answers) in place of CamVid's
+    full-size masks.
+
+    nuclei: stardist's 512 x 512 image in tiles of the model's size (instance kind, labels
+    ["nucleus"]); a fixed 25% of the tiles is the test set, the rest the pool (a fixed
+    random `pool` of it if given). scenes-panoptic: `pool` composed train scenes and
+    SCENE_TEST test scenes (garments are things, wall/floor/grass stuff)."""
+    from alpha.datasets import compose_panoptic_scene_splits, load_stardist_tiles
+    from alpha.demo import segment_targets
+    from alpha.kinds import get_kind
+
+    kind = get_kind(KINDS[dataset])
+    size = kind.input_size(train)
+    if dataset == "nuclei":
+        data = load_stardist_tiles(tile=size, random_state=0)
+        labels = list(data.things or [])
+        options = kind.Options()
+        note = f"stardist img2d: {len(data.test_images)} held-out {size[0]}x{size[1]} tiles"
+    else:
+        data = compose_panoptic_scene_splits(pool or PRESETS[dataset]["pool"], SCENE_TEST,
+                                             size=size, random_state=0)
+        labels = list(data.labels)
+        options = kind.Options(things=list(data.things or []))
+        note = f"{SCENE_TEST} composed scenes from Fashion-MNIST's test split"
+    truth, test = segment_targets(data), segment_targets(data, test=True)
+    x = data.images
+    if pool and pool < len(x):
+        keep = np.sort(np.random.default_rng(0).choice(len(x), size=pool, replace=False))
+        x, truth = x[keep], [truth[i] for i in keep]
+
+    def scale(images: np.ndarray) -> np.ndarray:
+        return (images.astype(np.float32) / 255.0)[:, None]
+
+    return (scale(x), kind.training_targets(truth, labels, size), scale(data.test_images),
+            kind.training_targets(test, labels, size), truth, labels, note, options)
 # ---- one run ------------------------------------------------------------------------------
 def class_names(*targets: np.ndarray) -> list[str]:
     """Names for the class indices the targets use (the kind interface speaks names)."""
@@ -217,15 +303,19 @@ class Models:
     def __init__(self, cfg: Config, data: tuple[np.ndarray, ...]):
         self.cfg, self.data = cfg, data
         self.cache: dict[tuple[int, bytes], tuple[Any, float, float, float]] = {}
+        self.details: dict[tuple[int, bytes], dict[str, float]] = {}
+        """The object kinds' SECONDARY metrics of each cached model."""
 
     def get(self, seed: int, labeled: np.ndarray) -> tuple[Any, float, float, float]:
-        """(model, temperature, test accuracy (mIoU for segmentation), training seconds)."""
+        """(model, temperature, test metric (the kind's: accuracy, mIoU, AP50, PQ), training
+        seconds)."""
         from alpha.config import TrainSettings
 
         labeled = np.sort(labeled)
         key = (seed, labeled.tobytes())
         if key not in self.cache and is_segmentation(self.cfg.dataset):
-            self.cache[key] = self._segmentation(seed, labeled)
+            *found, self.details[key] = self._segmentation(seed, labeled)
+            self.cache[key] = tuple(found)
         if key not in self.cache:
             x, y, x_test, y_test = self.data
             settings = TrainSettings(
@@ -241,18 +331,28 @@ class Models:
             self.cache[key] = (trained.model, trained.temperature, accuracy, seconds)
         return self.cache[key]
 
-    def _segmentation(self, seed: int, labeled: np.ndarray) -> tuple[Any, float, float, float]:
+    def detail(self, seed: int, labeled: np.ndarray) -> dict[str, float]:
+        """The SECONDARY metrics of get()'s model (empty for classification and semantic)."""
+        return self.details.get((seed, np.sort(labeled).tobytes()), {})
+
+    def _segmentation(self, seed: int, labeled: np.ndarray
+                      ) -> tuple[Any, float, float, float, dict[str, float]]:
         from alpha.config import TrainSettings
         from alpha.kinds import get_kind
 
         kind = get_kind(KINDS[self.cfg.dataset])
-        x, y, x_test, y_test, _, names = self.data[:6]
+        x, y, x_test, y_test, _, names, _, options = self.data[:8]
         settings = TrainSettings(threads=self.cfg.threads, random_state=seed, **self.cfg.train)
         start = time.perf_counter()
-        trained = kind.train(x[labeled], y[labeled], names, settings, kind.Options())
+        trained = kind.train(x[labeled], y[labeled], names, settings, options)
         seconds = time.perf_counter() - start
-        miou = kind.evaluate(trained.model, trained.temperature, x_test, y_test, names)["miou"]
-        return trained.model, trained.temperature, miou, seconds
+        metrics = kind.evaluate(trained.model, trained.temperature, x_test, y_test, names)
+
+        def value(name: str) -> float:
+            return math.nan if metrics.get(name) is None else float(metrics[name])
+
+        return (trained.model, trained.temperature, value(metric_of(self.cfg.dataset)), seconds,
+                {name: value(name) for name in SECONDARY.get(KINDS[self.cfg.dataset], ())})
 
 
 class _FixedProbs:
@@ -287,11 +387,13 @@ def baal_mc_probs(model: Any, images: np.ndarray, samples: int, temperature: flo
 
 
 def choose(strategy: str, model: Any, temperature: float, cfg: Config, pool_x: np.ndarray,
-           labeled: np.ndarray, unlabeled: np.ndarray, seed: int, round_: int) -> np.ndarray:
-    """Score the pool and pick a batch with `strategy`; returns pool indices."""
+           labeled: np.ndarray, unlabeled: np.ndarray, seed: int, round_: int,
+           options: Any = None) -> np.ndarray:
+    """Score the pool and pick a batch with `strategy`; returns pool indices. `options`:
+    a segmentation kind's Options (the kind's defaults where None)."""
     if is_segmentation(cfg.dataset):
         return choose_segmentation(strategy, model, temperature, cfg, pool_x, labeled, unlabeled,
-                                   seed, round_)
+                                   seed, round_, options)
     from alpha.kinds.mc import mc_dropout
     from alpha.strategies import DEFAULT_STRATEGY, BatchScores, select_batch
 
@@ -331,11 +433,39 @@ def choose(strategy: str, model: Any, temperature: float, cfg: Config, pool_x: n
     return unlabeled[picked]
 
 
+def parse_arm(strategy: str) -> tuple[str, str, str]:
+    """A segmentation arm `name[/score][+aggregate]` as (name, score, aggregate), "" where
+    absent: "default/mean", "default/objects:max", "default+max"."""
+    rest, _, aggregate = strategy.partition("+")
+    name, _, score = rest.partition("/")
+    return name, score, aggregate
+
+
+def arm_problem(strategy: str, dataset: str) -> str | None:
+    """Why a segmentation arm cannot run on `dataset` (None: it can)."""
+    from alpha.kinds.objects import AGGREGATES, OBJECT_MEASURES
+    from alpha.strategies import STRATEGIES
+    from alpha.strategies.reductions import REDUCTIONS
+
+    name, score, aggregate = parse_arm(strategy)
+    if name not in (*STRATEGIES, "default"):
+        return f"{name!r} is no strategy"
+    object_scores = {f"{m}:{how}" for m in OBJECT_MEASURES for how in AGGREGATES}
+    if score and score not in REDUCTIONS and not (is_objects(dataset) and score in object_scores):
+        return f"{score!r} is no reduction{' or object score' if is_objects(dataset) else ''}"
+    if aggregate and not (is_objects(dataset) and aggregate in AGGREGATES):
+        return f"+{aggregate}: an aggregate ({', '.join(AGGREGATES)}) of an object kind"
+    return None
+
+
 def choose_segmentation(strategy: str, model: Any, temperature: float, cfg: Config,
                         pool_x: np.ndarray, labeled: np.ndarray, unlabeled: np.ndarray,
-                        seed: int, round_: int) -> np.ndarray:
+                        seed: int, round_: int, options: Any = None) -> np.ndarray:
     """choose() for a segmentation kind: `name/reduction` ranks by image scores reduced that
-    way ("default/mean"); a plain name by the kind's default reduction (Options.reduction).
+    way ("default/mean"; for an object kind the pixel part alone); `name/score` by one
+    object score ("default/objects:max": the worst object's uncertainty alone); `name+how`
+    scores with Options.aggregate = how (the blended image score, objects aggregated that
+    way); a plain name by the kind's image score under its default Options.
 
     No cold start: TypiClust's one-label-per-class threshold counts images, and every CamVid
     frame labels pixels of most classes, so the seed set already shows the model each class.
@@ -354,17 +484,20 @@ def choose_segmentation(strategy: str, model: Any, temperature: float, cfg: Conf
     if strategy == "random":
         return unlabeled[select_batch("random", k, BatchScores(predicted=unlabeled),
                                       random_state=state)]
-    name, _, reduction = strategy.partition("/")
+    name, score, aggregate = parse_arm(strategy)
     name = DEFAULT_STRATEGY if name == "default" else name
+    options = kind.Options() if options is None else options
+    if aggregate:
+        options = options.model_copy(update={"aggregate": aggregate})
     samples = cfg.mc_samples if name in NEEDS_SAMPLES else 0
     # Only coreset and typiclust compare the pool with the labeled images' embeddings.
     everything = name in ("coreset", "typiclust")
     scored = kind.score_batch(model, temperature, pool_x if everything else pool_x[unlabeled],
-                              kind.Options(), samples=samples, gradients=name in NEEDS_GRADIENTS,
+                              options, samples=samples, gradients=name in NEEDS_GRADIENTS,
                               random_state=state)
-    if reduction:  # the plain measure names carry the chosen reduction's scores
-        scored.scores.update({m: scored.scores[f"{m}:{reduction}"] for m in list(scored.scores)
-                              if ":" not in m})
+    if score:  # the plain measure names carry the chosen reduction's (or object) scores
+        scored.scores.update({m: scored.scores[score if ":" in score else f"{m}:{score}"]
+                              for m in list(scored.scores) if ":" not in m})
     pool = scored.take(unlabeled) if everything else scored
     picked = select_batch(name, k, pool, scored.embeddings[labeled] if everything else None,
                           n_labeled=len(labeled), cold_start_labels=0, random_state=state)
@@ -372,8 +505,80 @@ def choose_segmentation(strategy: str, model: Any, temperature: float, cfg: Conf
 
 
 def annotator_effort(model: Any, temperature: float, cfg: Config, images: np.ndarray,
-                     truth: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """SIMULATION: how much of each pre-annotation the annotator changes, per image.
+                     truth: Any, labels: list[str], options: Any) -> dict[str, np.ndarray]:
+    """SIMULATION: how much of each pre-annotation the annotator changes, per image, by
+    measure name (semantic_effort's for CamVid, object_effort's for the object kinds)."""
+    if is_objects(cfg.dataset):
+        return object_effort(model, temperature, cfg, images, truth, labels, options)
+    changed, changed_labelled = semantic_effort(model, temperature, cfg, images, truth)
+    return dict(changed=changed, changed_labelled=changed_labelled)
+
+
+RESHAPED_IOU = 0.75
+"""A pre-annotated object matched to a true one (IoU >= 0.5) counts as reshaped below this
+IoU (COCO's strict AP threshold): the annotator would have to redraw it."""
+
+
+def object_effort(model: Any, temperature: float, cfg: Config, images: np.ndarray,
+                  truth: list[Any], labels: list[str], options: Any) -> dict[str, np.ndarray]:
+    """SIMULATION: the annotator's changes to object pre-annotations, through the kind as the
+    pipeline does it: `pre_annotate` draws the model's objects at the image's size, the
+    simulated annotator answers `result_from_target(truth)`, and `read_annotations(answer,
+    predicted=pre-annotation).changed` is the share of pixels whose class or object changed
+    (what a label records). Objects: the pre-annotation read as an annotation, its objects
+    matched to the true ones at IoU >= 0.5 (alpha.kinds.objects.match); added = true
+    objects without a match, deleted = predicted ones without, reshaped = matched below
+    RESHAPED_IOU; objects_changed = (added + deleted + reshaped) / (matched + added +
+    deleted), 0 for an image where neither has an object.
+
+    An empty pre-annotation (no object, and for instance tasks no stuff to draw) makes
+    read_annotations return changed = None; the annotator then draws every object from
+    nothing, so changed is the share of pixels in a segment (counted in `empty_pre`)."""
+    from alpha.kinds import get_kind
+    from alpha.kinds.objects import match
+
+    kind = get_kind(KINDS[cfg.dataset])
+    height, width = images.shape[2:]
+    pre = kind.pre_annotate(model, temperature, images, [(width, height)] * len(images),
+                            labels, options)
+    out: dict[str, list[float]] = {key: [] for key in (
+        "changed", "objects_changed", "objects_added", "objects_deleted", "objects_reshaped",
+        "empty_pre")}
+
+    def things(target: Any) -> np.ndarray:
+        ids = np.asarray(target.mask).astype(np.int64)
+        keep = [s["id"] for s in target.segments or [] if s.get("isthing")]
+        return np.where(np.isin(ids, keep), ids, 0)
+
+    for prediction, target in zip(pre, truth, strict=True):
+        answer = kind.result_from_target(target, labels, (width, height))
+        truth_things = things(target)
+        if prediction.result:
+            changed = kind.read_annotations([answer], labels, options,
+                                            predicted=prediction.result).changed
+            guess_things = things(kind.read_annotations([prediction.result], labels,
+                                                        options).target)
+        else:
+            changed = float((np.asarray(target.mask) > 0).mean())
+            guess_things = np.zeros_like(truth_things)
+        pairs = match(guess_things, truth_things)
+        n_guess = len(np.unique(guess_things[guess_things > 0]))
+        n_truth = len(np.unique(truth_things[truth_things > 0]))
+        added, deleted = n_truth - len(pairs), n_guess - len(pairs)
+        reshaped = sum(1 for _, _, iou in pairs if iou < RESHAPED_IOU)
+        total = len(pairs) + added + deleted
+        out["changed"].append(float(changed))
+        out["objects_changed"].append((added + deleted + reshaped) / total if total else 0.0)
+        out["objects_added"].append(added)
+        out["objects_deleted"].append(deleted)
+        out["objects_reshaped"].append(reshaped)
+        out["empty_pre"].append(float(not prediction.result))
+    return {key: np.asarray(values, dtype=np.float64) for key, values in out.items()}
+
+
+def semantic_effort(model: Any, temperature: float, cfg: Config, images: np.ndarray,
+                    truth: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """SIMULATION: how much of each semantic pre-annotation the annotator changes, per image.
 
     The pre-annotation is the model's mask at the image's own size (class probabilities
     upsampled bilinearly, then argmax, as the kind's pre_annotate paints it); the annotator
@@ -422,20 +627,23 @@ def run_strategy(strategy: str, seed: int, cfg: Config, models: Models) -> list[
             unlabeled = np.setdiff1d(np.arange(n), labeled)
             start = time.perf_counter()
             picked = choose(strategy, model, temperature, cfg, pool_x, labeled, unlabeled,
-                            seed, round_)
+                            seed, round_, models.data[7] if is_segmentation(cfg.dataset) else None)
             select_s = time.perf_counter() - start
             if len(np.unique(picked)) != len(picked) or np.isin(picked, labeled).any():
                 raise RuntimeError(f"{strategy} picked a labeled or repeated image")
         if is_segmentation(cfg.dataset):
             row = dict(dataset=cfg.dataset, strategy=strategy, seed=seed, round=round_,
-                       labels=int(len(labeled)), miou=accuracy, train_s=round(train_s, 3),
-                       select_s=round(select_s, 3), changed=math.nan,
-                       changed_labelled=math.nan)
+                       labels=int(len(labeled)), **{metric_of(cfg.dataset): accuracy},
+                       **models.detail(seed, labeled), train_s=round(train_s, 3),
+                       select_s=round(select_s, 3),
+                       **{key: math.nan for key in EFFORT[KINDS[cfg.dataset]]})
             if cfg.effort and round_ < cfg.rounds:
-                changed, changed_labelled = annotator_effort(
-                    model, temperature, cfg, pool_x[picked], models.data[4][picked])
-                row.update(changed=float(changed.mean()),
-                           changed_labelled=float(changed_labelled.mean()))
+                truth = models.data[4]
+                truth = truth[picked] if isinstance(truth, np.ndarray) else [
+                    truth[i] for i in picked]
+                effort = annotator_effort(model, temperature, cfg, pool_x[picked], truth,
+                                          models.data[5], models.data[7])
+                row.update({key: float(values.mean()) for key, values in effort.items()})
             rows.append(row)
         else:
             rows.append(dict(dataset=cfg.dataset, strategy=strategy, seed=seed, round=round_,
@@ -444,6 +652,13 @@ def run_strategy(strategy: str, seed: int, cfg: Config, models: Models) -> list[
         if round_ < cfg.rounds:
             labeled = np.concatenate([labeled, picked])
     return rows
+
+
+EFFORT = {"semantic": ("changed", "changed_labelled"),
+          "instance": ("changed", "objects_changed", "objects_added", "objects_deleted",
+                       "objects_reshaped", "empty_pre")}
+EFFORT["panoptic"] = EFFORT["instance"]
+"""The effort columns of each mask kind's rows (means over the batch): annotator_effort's."""
 
 
 # ---- tasks run in worker processes --------------------------------------------------------
@@ -474,16 +689,20 @@ def _task(args: tuple[str, Config, int, list[str], dict | None]) -> tuple[str, A
     kind, cfg, seed, strategies, preload = args
     if kind == "curve":
         models = Models(cfg, _DATA)
-        models.cache.update(preload or {})
+        if preload:  # the seed round's (cache, details)
+            models.cache.update(preload[0])
+            models.details.update(preload[1])
         return kind, [row for s in strategies for row in run_strategy(s, seed, cfg, models)]
     if kind == "full":
         x = _DATA[0]
-        _, _, accuracy, seconds = Models(cfg, _DATA).get(seed, np.arange(len(x)))
-        return kind, dict(seed=seed, **{METRICS[KINDS[cfg.dataset]]: accuracy}, train_s=seconds)
+        models = Models(cfg, _DATA)
+        _, _, accuracy, seconds = models.get(seed, np.arange(len(x)))
+        return kind, dict(seed=seed, **{metric_of(cfg.dataset): accuracy},
+                          **models.detail(seed, np.arange(len(x))), train_s=seconds)
     if kind == "round0":
         models = Models(cfg, _DATA)
         models.get(seed, seed_set(cfg, _DATA[0], seed))
-        return kind, (seed, models.cache)
+        return kind, (seed, (models.cache, models.details))
     return kind, mc_check(cfg, _DATA)
 
 
@@ -635,7 +854,7 @@ def _fmt(value: Any, digits: int = 3) -> str:
 def table(summary: list[dict], labels_max: int, full_accuracy: float, pool_size: int,
           metric: str = "accuracy") -> str:
     """The summary as a Markdown table (what the README and the closing note show)."""
-    short, name = ("acc", "accuracy") if metric == "accuracy" else ("mIoU", "mIoU")
+    short, name = METRIC_NAMES.get(metric, (metric, metric))
     head = (f"| strategy | final {short} ± 95% | AUC ± 95% | ΔAUC vs random ± 95% | rounds below "
             "random | labels to random's final (ratio) | labels to 95% (ratio) | labels to "
             "98% (ratio) | select s/round |")
@@ -715,6 +934,18 @@ def segmentation_strategies(quick: bool = False) -> str:
                      *([] if quick else ["margin", "entropy", "bald"])])
 
 
+def object_strategies(quick: bool = False) -> str:
+    """random, the default strategy on the kind's image score (pixel and object parts
+    blended), and on the object part alone under max (the worst object's uncertainty);
+    without --quick also the blend with objects aggregated by max, and the pixel part alone
+    (the kind's default reduction)."""
+    from alpha.kinds import get_kind
+
+    reduction = get_kind("instance").Options().reduction
+    return ",".join(["random", "default", "default/objects:max",
+                     *([] if quick else ["default+max", f"default/{reduction}"])])
+
+
 def parse(argv: list[str] | None = None) -> tuple[Config, argparse.Namespace]:
     from alpha.strategies import DEFAULT_COLD_START_LABELS, STRATEGIES
     from alpha.strategies.reductions import REDUCTIONS
@@ -728,9 +959,13 @@ def parse(argv: list[str] | None = None) -> tuple[Config, argparse.Namespace]:
                         "(e.g. margin@mc), :N to cluster N x batch candidates "
                         "(cluster_margin:3). Segmentation: no peers, @mc or :N; /REDUCTION "
                         f"ranks by that reduction of the pixel maps ({', '.join(REDUCTIONS)}: "
-                        "default/mean) (default: classification "
+                        "default/mean); object kinds also /OBJECT_SCORE (default/objects:max: "
+                        "the object part alone) and +AGGREGATE (default+max: Options.aggregate)"
+                        " (default: classification "
                         f"{DEFAULT_STRATEGIES}; camvid random, default, default/<each other "
-                        "reduction>, and, not with --quick, margin, entropy, bald)")
+                        "reduction>, and, not with --quick, margin, entropy, bald; nuclei and "
+                        "scenes-panoptic random, default, default/objects:max, and, not with "
+                        "--quick, default+max, default/topk)")
     p.add_argument("--quick", action="store_true", help="a smaller run that takes minutes")
     for name in ("pool", "initial", "batch", "rounds", "seeds"):
         p.add_argument(f"--{name}", type=int, help="default: per dataset")
@@ -785,11 +1020,13 @@ def parse(argv: list[str] | None = None) -> tuple[Config, argparse.Namespace]:
         if getattr(a, name) is not None:
             sizes[name] = getattr(a, name)
     if a.strategies is None:
-        a.strategies = segmentation_strategies(a.quick) if segmentation else DEFAULT_STRATEGIES
+        a.strategies = (object_strategies(a.quick) if is_objects(a.dataset)
+                        else segmentation_strategies(a.quick) if segmentation
+                        else DEFAULT_STRATEGIES)
     strategies = [s.strip() for s in a.strategies.split(",") if s.strip()]
     if segmentation:
-        unknown = [s for s in strategies if s.partition("/")[0] not in (*STRATEGIES, "default")
-                   or (s.partition("/")[2] or "mean") not in REDUCTIONS]
+        unknown = [f"{s} ({arm_problem(s, a.dataset)})" for s in strategies
+                   if s != "random" and arm_problem(s, a.dataset)]
     else:
         unknown = [s for s in strategies
                    if s.split(":")[0].removesuffix("@mc") not in (*STRATEGIES, *PEERS, "default")]
@@ -810,6 +1047,8 @@ def parse(argv: list[str] | None = None) -> tuple[Config, argparse.Namespace]:
     elif segmentation_only or a.extras:
         p.error("--train-batch, --image-size, --image-height, --val-fraction and --extras are "
                 "for segmentation datasets")
+    if a.extras and a.dataset != "camvid":
+        p.error("--extras measures CamVid's semantic scoring: use --dataset camvid")
     if a.extras:
         a.extras = [e.strip() for e in a.extras.split(",") if e.strip()]
         if set(a.extras) - set(EXTRAS):
@@ -920,8 +1159,10 @@ def run_segmentation(cfg: Config) -> tuple[list[dict], dict[str, Any]]:
     kind = get_kind(KINDS[cfg.dataset])
     training = TrainSettings(threads=cfg.threads, **cfg.train).model_dump(
         exclude={"random_state"})
-    record = dict(config=asdict(cfg), training=training, kind=kind.NAME, metric="miou",
-                  reduction=kind.Options().reduction, test_set=data[6],
+    options = data[7]
+    record = dict(config=asdict(cfg), training=training, kind=kind.NAME,
+                  metric=metric_of(cfg.dataset), options=options.model_dump(),
+                  reduction=options.reduction, test_set=data[6],
                   command=" ".join(["python", *sys.argv]), pool_size=len(data[0]),
                   test_size=len(data[2]), full_data=full,
                   seconds=time.perf_counter() - started, mc_check={})
@@ -932,7 +1173,7 @@ def round_table(curves: list[dict], metric: str = "accuracy") -> str:
     """Mean ± 95% of the metric (in %) per strategy and round, as a Markdown table."""
     strategies = list(dict.fromkeys(c["strategy"] for c in curves))
     labels = [c["labels"] for c in curves if c["strategy"] == strategies[0]]
-    name = "mIoU" if metric == "miou" else metric
+    name = METRIC_NAMES.get(metric, (metric, metric))[0]
     lines = [f"| {name} % at labels | " + " | ".join(str(n) for n in labels) + " |",
              "|---|" + "---|" * len(labels)]
     for s in strategies:
@@ -942,17 +1183,30 @@ def round_table(curves: list[dict], metric: str = "accuracy") -> str:
     return "\n".join(lines)
 
 
+EFFORT_TABLES = {"changed": "pixels changed %", "objects_changed":
+                 "objects added, deleted or reshaped %"}
+"""The effort measures shown per round (the others only over all rounds)."""
+EFFORT_NAMES = {"changed_labelled": "(labelled pixels only)",
+                "objects_added": "objects added per image",
+                "objects_deleted": "objects deleted per image",
+                "objects_reshaped": "objects reshaped per image",
+                "empty_pre": "empty pre-annotations %"}
+
+
 def effort_summary(rows: list[dict]) -> tuple[list[dict], str]:
     """The annotator's changes per strategy and round (mean over seeds of each seed's mean
-    over the batch, ± 95%), as rows and a Markdown table; empty without effort columns."""
+    over the batch, ± 95%), as rows and Markdown tables (one per EFFORT_TABLES measure,
+    with every other effort measure over all rounds); empty without effort columns."""
     if not rows or "changed" not in rows[0]:
         return [], ""
+    measures = [key for key in ("changed", "changed_labelled", *EFFORT["instance"][1:])
+                if key in rows[0]]
     strategies = list(dict.fromkeys(r["strategy"] for r in rows))
     seeds = sorted({r["seed"] for r in rows})
     rounds = sorted({r["round"] for r in rows})[:-1]  # the last round selects nothing
     out: list[dict] = []
     for s in strategies:
-        for key in ("changed", "changed_labelled"):
+        for key in measures:
             lookup = {(r["seed"], r["round"]): r[key] for r in rows if r["strategy"] == s}
             values = np.array([[lookup[d, q] for q in rounds] for d in seeds], dtype=np.float64)
             if np.isnan(values).all():
@@ -964,20 +1218,57 @@ def effort_summary(rows: list[dict]) -> tuple[list[dict], str]:
                          ci95=half[q]) for q in rounds]
             out.append(dict(strategy=s, measure=key, round="all", labels="", mean=float(overall),
                             ci95=float(overall_half)))
+
+    def whole(r: dict) -> str:  # shares in %, counts per image as they are
+        scale, digits = (1, 2) if r["measure"] in ("objects_added", "objects_deleted",
+                                                   "objects_reshaped") else (100, 1)
+        return f"{scale * r['mean']:.{digits}f} ± {scale * r['ci95']:.{digits}f}"
+
     labels = [r["labels"] for r in out if r["strategy"] == strategies[0]
               and r["measure"] == "changed" and r["round"] != "all"]
-    lines = ["| pixels changed %, batch picked at labels | "
-             + " | ".join(str(n) for n in labels) + " | all rounds | (labelled pixels only) |",
-             "|---|" + "---|" * (len(labels) + 2)]
+    texts = []
+    for shown, title in EFFORT_TABLES.items():
+        if shown not in measures:
+            continue
+        # The measures without a table of their own go with the first table, over all rounds.
+        others = [m for m in measures if m not in EFFORT_TABLES] if not texts else []
+        lines = [f"| {title}, batch picked at labels | "
+                 + " | ".join(str(n) for n in labels) + " | all rounds |"
+                 + "".join(f" {EFFORT_NAMES.get(m, m)} (all rounds) |" for m in others),
+                 "|---|" + "---|" * (len(labels) + 1 + len(others))]
+        for s in strategies:
+            mine = [r for r in out if r["strategy"] == s]
+            cells = [whole(r) for r in mine if r["measure"] == shown]
+            rest = [whole(next(r for r in mine if r["measure"] == m and r["round"] == "all"))
+                    for m in others]
+            lines.append(f"| {s} | " + " | ".join(cells + rest) + " |")
+        texts.append("\n".join(lines))
+    return out, "\n\n".join(texts)
+
+
+def secondary_table(rows: list[dict], metrics: Iterable[str]) -> str:
+    """The object kinds' other metrics (in %, count error per image) at the seed round and
+    the last round, mean ± 95% over seeds, as a Markdown table; empty without them."""
+    metrics = [m for m in metrics if rows and m in rows[0]]
+    if not metrics:
+        return ""
+    strategies = list(dict.fromkeys(r["strategy"] for r in rows))
+    first, last = min(r["round"] for r in rows), max(r["round"] for r in rows)
+    labels = {q: next(r["labels"] for r in rows if r["round"] == q) for q in (first, last)}
+    lines = ["| strategy | " + " | ".join(f"{m} at {labels[q]}" for m in metrics
+                                          for q in (first, last)) + " |",
+             "|---|" + "---|" * (2 * len(metrics))]
     for s in strategies:
-        mine = [r for r in out if r["strategy"] == s]
-        cells = [f"{100 * r['mean']:.1f} ± {100 * r['ci95']:.1f}" for r in mine
-                 if r["measure"] == "changed"]
-        labelled = next(r for r in mine if r["measure"] == "changed_labelled"
-                        and r["round"] == "all")
-        lines.append(f"| {s} | " + " | ".join(cells)
-                     + f" | {100 * labelled['mean']:.1f} ± {100 * labelled['ci95']:.1f} |")
-    return out, "\n".join(lines)
+        cells = []
+        for m in metrics:
+            scale = 1 if m == "count_error" else 100
+            for q in (first, last):
+                mean, half = interval(np.array(
+                    [r[m] for r in rows if r["strategy"] == s and r["round"] == q], float))
+                cells.append(f"{scale * mean:.{2 if scale == 1 else 1}f} ± "
+                             f"{scale * half:.{2 if scale == 1 else 1}f}")
+        lines.append(f"| {s} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
 
 
 def report(rows: list[dict], record: dict[str, Any], out: Path) -> None:
@@ -993,10 +1284,17 @@ def report(rows: list[dict], record: dict[str, Any], out: Path) -> None:
     write_csv(out / "summary.csv", summary)
     (out / "run.json").write_text(json.dumps(record, indent=2, default=str))
     text = table(summary, labels_max, full_accuracy, record["pool_size"], metric)
+    short, name = METRIC_NAMES.get(metric, (metric, metric))
     if metric != "accuracy":  # segmentation: the curves and the annotator's effort too
         text += "\n\n" + round_table(curves, metric)
-        text += (f"\n\nTest set: {record.get('test_set')}. Full-data mIoU per training: "
-                 + ", ".join(f"{100 * f[metric]:.2f}%" for f in record["full_data"]) + ".")
+        secondary = SECONDARY.get(record.get("kind", ""), ())
+        if secondary:
+            text += "\n\n" + secondary_table(rows, secondary)
+        text += (f"\n\nTest set: {record.get('test_set')}. Full-data {name} per training: "
+                 + ", ".join(f"{100 * f[metric]:.2f}%" for f in record["full_data"])
+                 + "".join(f"; {m} " + ", ".join(f"{f.get(m, math.nan):.3f}"
+                                                  for f in record["full_data"])
+                           for m in secondary) + ".")
         effort, effort_text = effort_summary(rows)
         if effort:
             write_csv(out / "effort.csv", effort)
@@ -1004,7 +1302,7 @@ def report(rows: list[dict], record: dict[str, Any], out: Path) -> None:
     (out / "summary.md").write_text(text + "\n")
     plot(curves, full_accuracy, f"{cfg['dataset']}: {cfg['seeds']} seeds, {cfg['initial']} "
          f"seed labels + {cfg['rounds']} x {cfg['batch']}", out / "curves.png",
-         "test mIoU" if metric == "miou" else "test accuracy")
+         f"test {name}")
     print(text)
     print(mc_summary(record["mc_check"]))
 
