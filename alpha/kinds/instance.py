@@ -2,7 +2,9 @@
 
 task.labels are the object classes ("nucleus", or "shirt", "bag", ...); every pixel that is
 in no object is background, which is a label too ("nothing here"), so an image with no
-object is a valid label. Annotators paint (or outline) each object as its own region, with
+object is a valid label (a seed mask of zeros; in Label Studio, an empty annotation is read
+as one only where the task's pre-annotation says the image size: an empty result names
+none). Annotators paint (or outline) each object as its own region, with
 its class; pull keeps objects apart: an instance-id PNG (uint16, 0 = background) beside the
 record and a segment list [{"id": k, "label": class}] in it. What is shared with the
 panoptic kind (the model, objects, matching, consensus, scores, metrics) is in

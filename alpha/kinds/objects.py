@@ -797,7 +797,8 @@ def read_annotations(results: Sequence[Any], layout: Layout,
     """One segment target from the finished annotations' results (oldest first); several
     resolve by `vote`. An empty result means "no object" when the task's pre-annotation
     says the image size, and is an error otherwise (it says no size). `changed`: the
-    changed_share against the pre-annotation, None without one."""
+    changed_share against the pre-annotation (an empty one predicted no object, so every
+    object drawn is a change), None without one."""
     if not results:
         raise ValueError("read_annotations needs at least one annotation's results")
     if isinstance(predicted, dict) and "result" in predicted:
@@ -819,7 +820,7 @@ def read_annotations(results: Sequence[Any], layout: Layout,
     else:
         (ids, segments), agreement = drawn[0], None
     changed = None
-    if predicted:
+    if isinstance(predicted, list):  # [] is a pre-annotation too: "no object here"
         try:
             before = parse_annotation(predicted, layout, tags, to_name, MAX_OBJECTS,
                                       "The task's pre-annotation", size=(ids.shape[1],

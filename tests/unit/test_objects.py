@@ -145,6 +145,10 @@ def test_an_empty_annotation_means_no_object_when_the_prediction_says_the_size()
     assert reading.target.segments == [] and reading.changed == pytest.approx(16 / A.size)
     with pytest.raises(AnnotationError, match="empty result"):
         instance.read_annotations([[]], LABELS)
+    # the model predicted no object: everything the annotator drew is their work
+    drawn = instance.read_annotations([predicted], LABELS, predicted=[])
+    assert drawn.changed == pytest.approx(16 / A.size)
+    assert instance.read_annotations([predicted], LABELS).changed is None  # no prediction
 
 
 def test_seed_masks_need_a_class_for_every_id_and_stay_under_the_limit():
