@@ -13,10 +13,10 @@ from rich.console import Console
 from alpha.kinds.classification import train_classifier
 from alpha.kinds.training import reporting_steps
 from alpha.loop import PRE_ANNOTATE_BATCH, RoundContext, pre_annotations
+from alpha.masks import encode_mask_png  # a grey PNG image
 from alpha.progress import bar, both, terminal_bars
 from alpha.records import LabelRecord, write_record
 from alpha.train import train_model
-from tests.unit.conftest import image_bytes
 
 
 def _data(n: int = 40) -> tuple[np.ndarray, np.ndarray]:
@@ -50,7 +50,7 @@ def _trained_store(store, settings, n: int = 70) -> list[dict]:
     items = []
     for i in range(n):
         key = store.image_key(f"img/{i:03d}.png")
-        store.put_bytes(key, image_bytes(images[i, 0] * 60))
+        store.put_bytes(key, encode_mask_png(np.asarray(images[i, 0] * 60, dtype=np.uint8)))
         image_id = store.image_id_for(key)
         write_record(store, LabelRecord(image_id=image_id, image_key=key, status="labeled",
                                         label=settings.task.labels[targets[i]], source="seed"))
