@@ -191,9 +191,13 @@ def _uncertainty(strategy: str, pool) -> np.ndarray:
 
 
 def _candidates_limit(ctx: RoundContext) -> int:
-    """Enough ranked images for the queue to be refilled twice over from one scoring."""
+    """Enough ranked images to keep the queue filled until the next model is ready: its
+    depth plus the labels that start a retrain, twice over, since annotators go on draining
+    the queue while that model trains (with 2 x the depth alone, bench/queue_day.py ran dry
+    each time a training was slow)."""
     loop_settings = ctx.settings.loop
-    return 2 * max(loop_settings.batch_size, loop_settings.queue_depth or 0)
+    return 2 * (max(loop_settings.batch_size, loop_settings.queue_depth or 0)
+                + loop_settings.retrain_threshold)
 
 
 PRE_ANNOTATE_BATCH = 64

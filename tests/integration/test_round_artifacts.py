@@ -65,8 +65,12 @@ def test_each_round_publishes_the_rounds_table_summary_and_progress(finished_rou
     pool_sizes = [s["selection"]["pool_size"] for s in rounds.summaries]
     for run, pool in zip((first, second), pool_sizes, strict=True):
         bars = {a.description.split(": ", 1)[1]: float(a.data) for a in run["progress"]}
-        assert bars == {"finish-round done": pytest.approx(100.0),
-                        f"scoring the pool: {pool} of {pool}": pytest.approx(100.0)}
+        assert all(v == pytest.approx(100.0) for v in bars.values()), bars  # each step ended
+        named = {re.sub(r"\d+ of \d+", "N of N", name) for name in bars}
+        assert named == {"finish-round done", "scoring the pool: N of N",
+                         "training steps: N of N", "pushing tasks: N of N"}, bars
+        assert f"scoring the pool: {pool} of {pool}" in bars
+        assert "pushing tasks: 10 of 10" in bars
 
     everything = " ".join(f"{a.data} {a.description}" for run in (first, second)
                           for found in run.values() for a in found)
