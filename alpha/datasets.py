@@ -82,6 +82,27 @@ def load_demo_dataset() -> Dataset:
     return load_fashion_mnist() if fashion_mnist_available() else load_digits_dataset()
 
 
+def class_subset(source: Dataset, labels: list[str]) -> Dataset:
+    """The images of `labels` only (in that order, targets renumbered 0..k-1), e.g. a few
+    garments that look unalike, so a small model trained from scratch on a few scenes can
+    tell the objects apart."""
+    unknown = [label for label in labels if label not in source.labels]
+    if unknown:
+        raise ValueError(f"{unknown} are not classes of {source.name} ({source.labels})")
+    lookup = np.full(len(source.labels), -1, dtype=np.int64)
+    for new, label in enumerate(labels):
+        lookup[source.labels.index(label)] = new
+
+    def split(images: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        mapped = lookup[np.asarray(targets, dtype=np.int64)]
+        keep = mapped >= 0
+        return images[keep], mapped[keep]
+
+    return Dataset(f"{source.name}-{len(labels)}", list(labels),
+                   *split(source.train_images, source.train_targets),
+                   *split(source.test_images, source.test_targets))
+
+
 def write_png_folder(folder: Path, images: np.ndarray, names: list[str]) -> None:
     """Write grayscale uint8 arrays as PNG files (skipping ones already there)."""
     from PIL import Image

@@ -378,8 +378,9 @@ class Objects:
 def decode(prediction: Prediction, layout: Layout, options: ObjectOptions) -> Objects:
     """Objects from a Prediction: the pixels the thing classes together claim, split where the
     boundary probability exceeds options.boundary_threshold, each component a seed grown
-    back over its thing pixels by a watershed on the boundary probability; objects below
-    options.min_object_pixels are dropped, the options.max_objects most confident kept."""
+    back over its thing pixels by a watershed on the boundary probability (seeds smaller
+    than options.min_object_pixels are fragments and seed nothing); objects below that size
+    are dropped, the options.max_objects most confident kept."""
     from scipy import ndimage
     from skimage.segmentation import find_boundaries, watershed
 
@@ -390,6 +391,13 @@ def decode(prediction: Prediction, layout: Layout, options: ObjectOptions) -> Ob
     # argmax over all classes would hand many object pixels to a stuff class
     is_thing = thing_prob > 0.5
     seeds, _ = ndimage.label(is_thing & (boundary < options.boundary_threshold))
+    # a seed too small to be an object is a fragment: its pixels go to the object the
+    # watershed grows into them, not to an object of their own
+    sizes = np.bincount(seeds.ravel())
+    small = sizes < options.min_object_pixels
+    small[0] = False
+    if small.any():
+        seeds[small[seeds]] = 0
     grown = watershed(boundary, seeds, mask=is_thing) if seeds.any() else seeds
     confidence_map = probs.max(axis=0)
     edges = find_boundaries(grown, mode="inner")
