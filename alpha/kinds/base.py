@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, Self
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict
@@ -41,6 +41,16 @@ class KindOptions(BaseModel):
     """
 
     model_config = ConfigDict(extra="forbid")
+
+    @classmethod
+    def coerce(cls, options: KindOptions | dict | None) -> Self:
+        """These options from whatever a caller holds: this model itself, another kind's
+        options or a plain dict (validated), or None (the defaults)."""
+        if isinstance(options, cls):
+            return options
+        if isinstance(options, KindOptions):
+            options = options.model_dump()
+        return cls.model_validate(options or {})
 
 
 @dataclass

@@ -53,11 +53,7 @@ class Options(objects.ObjectOptions):
 
 
 def _options(options: KindOptions | dict | None) -> Options:
-    if isinstance(options, Options):
-        return options
-    if isinstance(options, KindOptions):
-        options = options.model_dump()
-    return Options.model_validate(options or {})
+    return Options.coerce(options)
 
 
 def layout(labels: Sequence[str], options: KindOptions | dict | None) -> objects.Layout:

@@ -107,11 +107,7 @@ class Options(KindOptions):
 
 
 def _options(options: KindOptions | dict | None) -> Options:
-    if isinstance(options, Options):
-        return options
-    if isinstance(options, KindOptions):
-        options = options.model_dump()
-    return Options.model_validate(options or {})
+    return Options.coerce(options)
 
 
 # ---- Label Studio ------------------------------------------------------------------------
