@@ -12,6 +12,7 @@ import io
 import json
 import os
 import uuid
+import xml.etree.ElementTree as ET
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -19,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageColor
 from sklearn.datasets import load_digits
 
 from alpha.config import Settings, alpha_home, load_settings
@@ -179,14 +180,29 @@ def project(settings, store, images):
         yield project
 
 
-def semantic_settings(name: str, run_id: str, labels: list[str], **options) -> Settings:
-    """Settings of a module's own prefix and project for the semantic kind (`options`: its
-    [task.options])."""
+def semantic_settings(name: str, run_id: str, labels: list[str], kind: str = "semantic",
+                      **options) -> Settings:
+    """Settings of a module's own prefix and project for a mask kind (semantic unless
+    `kind` says another; `options`: its [task.options])."""
     return load_settings(
         s3={"prefix": f"it-{name}-{run_id}"},
         labelstudio={"project_title": f"alpha {name} test {run_id}"},
-        task={"kind": "semantic", "labels": labels, "options": options},
+        task={"kind": kind, "labels": labels, "options": options},
     )
+
+
+def label_colours(config: str) -> dict[str, tuple[int, int, int]]:
+    """label -> the RGB of its `background` in the brush control of a label config."""
+    brush = ET.fromstring(config).find(".//BrushLabels")
+    assert brush is not None, config
+    return {label.get("value"): ImageColor.getrgb(label.get("background"))[:3]
+            for label in brush.findall("Label")}
+
+
+@pytest.fixture(scope="session")
+def label_colours_of():
+    """`label_colours(config)`, for the browser tests that look for painted labels."""
+    return label_colours
 
 
 @pytest.fixture(scope="session")
@@ -197,7 +213,7 @@ def project_opener():
 
 @pytest.fixture(scope="session")
 def semantic_settings_for():
-    """`semantic_settings(name, run_id, labels)`, for the segmentation modules."""
+    """`semantic_settings(name, run_id, labels, kind=...)`, for the segmentation modules."""
     return semantic_settings
 
 

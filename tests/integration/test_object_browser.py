@@ -15,16 +15,15 @@ from __future__ import annotations
 import contextlib
 import io
 import shutil
-import xml.etree.ElementTree as ET
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-from PIL import Image, ImageColor
+from PIL import Image
 
-from alpha.config import Settings, load_settings
+from alpha.config import Settings
 from alpha.kinds import get_kind
 from alpha.kinds.base import Target
 from alpha.labelstudio import PushItem
@@ -89,20 +88,10 @@ SETTLED = """cs => {
 }""".replace("RATIO", repr((UNION[1] - UNION[0]) / (UNION[3] - UNION[2])))
 
 
-def instance_settings(name: str, run_id: str, labels: list[str]) -> Settings:
-    """Settings of this module's own prefix and project for the instance kind (conftest's
-    `semantic_settings` fixes the semantic kind)."""
-    return load_settings(
-        s3={"prefix": f"it-{name}-{run_id}"},
-        labelstudio={"project_title": f"alpha {name} test {run_id}"},
-        task={"kind": "instance", "labels": labels},
-    )
-
-
 @pytest.fixture(scope="module")
-def settings(stack_is_up, run_id) -> Settings:
+def settings(stack_is_up, run_id, semantic_settings_for) -> Settings:
     """Overrides conftest's: this module's prefix and project, for the instance kind."""
-    return instance_settings("objbrowser", run_id, LABELS)
+    return semantic_settings_for("objbrowser", run_id, LABELS, kind="instance")
 
 
 @pytest.fixture(scope="module")
@@ -112,12 +101,6 @@ def project(settings, store, project_opener):
         yield project
 
 
-def label_colours(config: str) -> dict[str, tuple[int, int, int]]:
-    """label -> the RGB of its `background` in the brush control of a label config."""
-    brush = ET.fromstring(config).find(".//BrushLabels")
-    assert brush is not None, config
-    return {label.get("value"): ImageColor.getrgb(label.get("background"))[:3]
-            for label in brush.findall("Label")}
 
 
 def id_mask() -> np.ndarray:
@@ -183,12 +166,13 @@ def seen_colour_shares(shot: Path, layer: dict[str, Any],
 
 
 def test_a_pushed_instance_task_shows_one_region_per_object(
-        browser, project, store, settings, ls_credentials, task_page, tmp_path):
+        browser, project, store, settings, ls_credentials, task_page, tmp_path,
+        label_colours_of):
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
     from playwright.sync_api import expect
 
     kind = get_kind("instance")
-    by_label = label_colours(kind.label_config(LABELS, settings.task.options))
+    by_label = label_colours_of(kind.label_config(LABELS, settings.task.options))
     colours = [by_label[label] for label in LABELS]
     assert np.abs(np.subtract(*colours)).sum() > 150, by_label  # told apart on sight
 

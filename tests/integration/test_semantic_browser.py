@@ -11,12 +11,11 @@ from __future__ import annotations
 import contextlib
 import io
 import shutil
-import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image, ImageColor
+from PIL import Image
 
 from alpha.kinds import get_kind
 from alpha.kinds.base import Target
@@ -75,12 +74,6 @@ def project(settings, store, project_opener):
 
 
 
-def label_colours(config: str) -> dict[str, tuple[int, int, int]]:
-    """label -> the RGB of its `background` in the brush control of a label config."""
-    brush = ET.fromstring(config).find(".//BrushLabels")
-    assert brush is not None, config
-    return {label.get("value"): ImageColor.getrgb(label.get("background"))[:3]
-            for label in brush.findall("Label")}
 
 
 def saturation(rgb: tuple[int, int, int]) -> int:
@@ -88,9 +81,10 @@ def saturation(rgb: tuple[int, int, int]) -> int:
 
 
 def test_a_pushed_mask_is_painted_over_its_image(browser, project, store, settings,
-                                                 ls_credentials, task_page, tmp_path):
+                                                 ls_credentials, task_page, tmp_path,
+                                                 label_colours_of):
     kind = get_kind("semantic")
-    colours = label_colours(kind.label_config(LABELS, settings.task.options))
+    colours = label_colours_of(kind.label_config(LABELS, settings.task.options))
     # The most colourful class, so that its paint cannot be mistaken for the grey image.
     label = max(LABELS[1:], key=lambda name: saturation(colours[name]))
     colour = colours[label]
