@@ -32,6 +32,19 @@ def encode_mask_png(mask: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
+def mask_problem(mask: np.ndarray | None, values: str) -> str | None:
+    """Why a stored target's mask is not a 2-D array of integer `values` ("class indices",
+    "segment ids"), phrased to follow "the label of <image> ..."; None when it is one."""
+    if mask is None:
+        return "labeled but has no mask"
+    mask = np.asarray(mask)
+    if mask.ndim != 2:
+        return f"has a mask of shape {mask.shape}, not (height, width)"
+    if not np.issubdtype(mask.dtype, np.integer):
+        return f"has a mask of {mask.dtype} values, not {values}"
+    return None
+
+
 def decode_mask_png(data: bytes, name: str) -> np.ndarray:
     """The 2-D mask a PNG holds (uint8, or uint16 for 16-bit PNGs); AnnotationError naming
     `name` when it is not a single-channel PNG."""

@@ -35,7 +35,7 @@ from alpha.errors import AnnotationError, DataError
 from alpha.kinds.base import BatchScores, KindOptions, PreAnnotation, Reading, Target, Trained
 from alpha.kinds.semantic import UNet, holdout_split
 from alpha.kinds.training import fit_one_cycle, training_context
-from alpha.masks import Region, brush_region, read_regions
+from alpha.masks import Region, brush_region, mask_problem, read_regions
 from alpha.strategies.diversity import gradient_embeddings
 from alpha.strategies.measures import MEASURES as PIXEL_MEASURES
 from alpha.strategies.reductions import REDUCTIONS, Reduction, inverse_frequency_weights, reduce_map
@@ -111,13 +111,10 @@ def segment(ident: int, label: str, layout: Layout) -> dict[str, Any]:
 
 def target_problem(target: Target, layout: Layout, max_objects: int = MAX_OBJECTS) -> str | None:
     """Why a stored segment target cannot train (None: it can)."""
-    if target.mask is None:
-        return "labeled but has no mask"
+    problem = mask_problem(target.mask, "segment ids")
+    if problem is not None:
+        return problem
     mask = np.asarray(target.mask)
-    if mask.ndim != 2:
-        return f"has a mask of shape {mask.shape}, not (height, width)"
-    if not np.issubdtype(mask.dtype, np.integer):
-        return f"has a mask of {mask.dtype} values, not segment ids"
     if target.segments is None:
         return "has a mask but no segment list naming each id's class"
     seen: set[int] = set()

@@ -30,7 +30,7 @@ from alpha.kinds.base import BatchScores, KindOptions, PreAnnotation, Reading, T
 from alpha.kinds.training import fit_one_cycle, training_context
 from alpha.kinds.training import load_checkpoint as load_model
 from alpha.kinds.training import save_checkpoint as save_model
-from alpha.masks import brush_region, read_regions
+from alpha.masks import brush_region, mask_problem, read_regions
 from alpha.strategies.diversity import gradient_embeddings
 from alpha.strategies.measures import MEASURES as PIXEL_MEASURES
 from alpha.strategies.reductions import REDUCTIONS, Reduction, inverse_frequency_weights, reduce_map
@@ -312,13 +312,10 @@ def _decode_result(
 # ---- targets -------------------------------------------------------------------------------
 def target_problem(target: Target, labels: list[str]) -> str | None:
     """Why a stored mask cannot train (None: it can)."""
-    if target.mask is None:
-        return "labeled but has no mask"
+    problem = mask_problem(target.mask, "class indices")
+    if problem is not None:
+        return problem
     mask = np.asarray(target.mask)
-    if mask.ndim != 2:
-        return f"has a mask of shape {mask.shape}, not (height, width)"
-    if not np.issubdtype(mask.dtype, np.integer):
-        return f"has a mask of {mask.dtype} values, not class indices"
     values = np.unique(mask)
     bad = values[((values < 0) | (values >= len(labels))) & (values != IGNORE)]
     if len(bad):
