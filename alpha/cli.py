@@ -104,9 +104,14 @@ def ingest(
                                   "PNGs of class indices named like the images "
                                   "(images/a/b.jpg <-> masks/a/b.png); the seed set.")
     ] = None,
+    coco: Annotated[
+        Path | None, typer.Option(help="COCO instances JSON of known objects (instance, "
+                                  "panoptic): polygons or RLE; the images it lists are the "
+                                  "seed set.")
+    ] = None,
     config: ConfigOption = None,
 ) -> None:
-    """Copy a folder of images (and known labels or masks) into the bucket."""
+    """Copy a folder of images (and known labels, masks or COCO objects) into the bucket."""
     from alpha.ingest import ingest_folder
     from alpha.progress import bar, terminal_bars
     from alpha.store import Store
@@ -114,8 +119,8 @@ def ingest(
     settings = _settings(config)
     with terminal_bars(err_console):
         report = ingest_folder(Store.from_settings(settings), settings, path, labels,
-                               masks=masks, progress=bar("ingest: checking and uploading "
-                                                         "images"))
+                               masks=masks, coco=coco,
+                               progress=bar("ingest: checking and uploading images"))
     console.print(report.summary(), highlight=False)
     for problem in report.problems:
         err_console.print(f"[yellow]skipped:[/] {problem}", highlight=False)

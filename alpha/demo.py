@@ -191,12 +191,16 @@ Fashion-MNIST (1, 7, 8 with digits), shapes that differ; with all ten grey garme
 small model learned the stuff but no object class (bench/README.md)."""
 
 
+def panoptic_garments() -> Dataset:
+    """The garment source of the panoptic demo and benchmark: PANOPTIC_GARMENTS only."""
+    source = load_demo_dataset()
+    return class_subset(source, [source.labels[i] for i in PANOPTIC_GARMENTS])
+
+
 def panoptic_demo(folder: Path, pool_size: int, seed_size: int) -> DemoData:
     """Three garments (things) on wall, floor and grass (stuff), composed with exact masks."""
-    source = load_demo_dataset()
-    garments = class_subset(source, [source.labels[i] for i in PANOPTIC_GARMENTS])
     scenes = compose_panoptic_scene_splits(seed_size + pool_size, SCENE_TEST_IMAGES // 2,
-                                           size=SCENE_SIZE, source=garments)
+                                           size=SCENE_SIZE, source=panoptic_garments())
     return _object_demo(
         "panoptic", scenes, folder, pool_size, seed_size, labels=list(scenes.labels),
         task_options_toml=f"[task.options]\nthings = {_toml_list(scenes.things or [])}\n\n",

@@ -1,13 +1,14 @@
 """Copy a folder of images, and optionally known labels (a CSV, or mask PNGs), into the bucket.
 
 The known labels become the seed set; every other image is the unlabeled pool. For
-classification they come from a CSV (`filename,label`); for a mask kind (semantic
-segmentation) from a folder of mask PNGs mirroring the image folder (images/a/b.jpg <->
-masks/a/b.png). A bad image, a bad CSV row or a bad mask is reported by name and skipped: one
-broken file never stops the rest. Re-running is safe: keys are stable, an image already
-uploaded with the same bytes is not sent again, one with other bytes under the same name is
-refused rather than swapped under its labels, an unchanged seed mask is not written again, and
-a seed label never overwrites a label that came from Label Studio.
+classification they come from a CSV (`filename,label`); for a mask kind from a folder of mask
+PNGs mirroring the image folder (images/a/b.jpg <-> masks/a/b.png), or, for instance and
+panoptic, from a COCO instances JSON (alpha.coco). A bad image, a bad CSV row or a bad mask is
+reported by name and skipped: one broken file never stops the rest. Re-running is safe: keys
+are stable, an image already uploaded with the same bytes is not sent again, one with other
+bytes under the same name is refused rather than swapped under its labels, an unchanged seed
+mask is not written again, and a seed label never overwrites a label that came from Label
+Studio.
 """
 
 from __future__ import annotations
@@ -24,10 +25,12 @@ from pathlib import Path
 
 import numpy as np
 
+from alpha.coco import CocoImage, coco_segments, read_coco
 from alpha.config import Settings
 from alpha.errors import AlphaError, AnnotationError, ConfigError, ImageError
 from alpha.images import CONTENT_TYPES, check_image_bytes
 from alpha.kinds import get_kind
+from alpha.kinds.base import Target
 from alpha.masks import decode_mask_png
 from alpha.records import LabelRecord, read_record, upsert_record
 from alpha.store import IMAGE_SUFFIXES, Store
@@ -219,13 +222,15 @@ def _same_bytes(store: Store, entry: dict, data: bytes) -> bool:
 def ingest_folder(
     store: Store, settings: Settings, folder: Path, labels_csv: Path | None = None,
     masks: Path | None = None, progress: Callable[[int, int], None] | None = None,
+    coco: Path | None = None,
 ) -> IngestReport:
     """Upload every readable image, then the seed label records for the ones that made it.
 
     The label CSV is read first, so a file that cannot be parsed stops the ingest before any
     upload; its bad rows, like bad images, are reported and skipped. `masks` (mask kinds
     only) is a folder of mask PNGs, one per labeled image at the same relative path (see
-    `_write_seed_masks`); images without one are the pool. `progress(done, total)` is
+    `_pair_masks`); images without one are the pool. `coco` (instance and panoptic) is a
+    COCO instances JSON instead (alpha.coco). `progress(done, total)` is
     called as each image is checked and uploaded (from the upload threads), for a bar.
     """
     folder = Path(folder)
@@ -244,7 +249,16 @@ def ingest_folder(
             f"{settings.task.kind!r}, which labels pixels: give the seed labels as mask PNGs "
             "(--masks) instead of --labels."
         )
+    if coco is not None and (masks is not None or labels_csv is not None):
+        raise ConfigError(f"Give the seed labels one way: a COCO file ({coco}) or "
+                          f"{'masks' if masks is not None else 'a label CSV'}, not both.")
+    if coco is not None and not hasattr(get_kind(settings.task.kind), "seed_target"):
+        raise ConfigError(
+            f"A COCO file ({coco}) holds object masks, but task.kind is "
+            f"{settings.task.kind!r}: set task.kind = \"instance\" or \"panoptic\", or give "
+            "class masks (--masks).")
     known: dict[str, str] = {}
+    coco_images: dict[str, CocoImage] = {}
     report = IngestReport()
     if labels_csv is not None:
         known, problems = read_label_csv(Path(labels_csv), settings.task.labels)
@@ -253,6 +267,11 @@ def ingest_folder(
     mask_files: dict[str, str] = {}
     if masks is not None:
         names, mask_files, problems = _pair_masks(folder, Path(masks), names)
+        report.problems.extend(problems)
+    if coco is not None:
+        coco_images, problems = read_coco(Path(coco), settings.task.labels)
+        report.problems.extend(problems)
+        mask_files, problems = _pair_coco(Path(coco), coco_images, names)
         report.problems.extend(problems)
     store.ensure_bucket()
     existing = {entry["Key"]: entry for entry in store.list_entries("images/")}
@@ -284,8 +303,9 @@ def ingest_folder(
     if known:
         _write_seed_labels(store, known, ingested, names, Path(labels_csv or ""), folder, report)
     if mask_files:
-        _write_seed_masks(store, settings, Path(masks or ""), mask_files, ingested, sizes,
-                          report)
+        read_target = (_coco_reader(settings, coco_images) if coco is not None
+                       else _mask_folder_reader(settings, Path(masks or ""), report))
+        _write_seed_masks(store, mask_files, ingested, sizes, read_target, report)
     return report
 
 
@@ -464,16 +484,13 @@ def read_segment_classes(path: Path, labels: list[str]
     return out, problems
 
 
-def _write_seed_masks(store: Store, settings: Settings, masks: Path, paired: dict[str, str],
-                      ingested: dict[str, str], sizes: dict[str, tuple[int, int]],
-                      report: IngestReport) -> None:
-    """A seed record with its mask PNG for each paired image that is in the bucket now; a
-    problem naming the mask for the others (the image stays, unlabeled). A person's label
-    from Label Studio always wins over a seed mask; an unchanged one is not written again."""
+def _mask_folder_reader(settings: Settings, masks: Path, report: IngestReport
+                        ) -> Callable[[str, str, tuple[int, int]], Target]:
+    """Read a seed target from the mask folder: class indices (semantic), or segment ids
+    named by classes.csv (kinds with `seed_target`, whose masks hold segment ids)."""
     labels = settings.task.labels
     ignore_index = int(getattr(settings.task.options, "ignore_index", 255))
-    kind = get_kind(settings.task.kind)
-    seed_target = getattr(kind, "seed_target", None)  # kinds whose masks hold segment ids
+    seed_target = getattr(get_kind(settings.task.kind), "seed_target", None)
     classes: dict[str, dict[int, str]] = {}
     if seed_target is not None:
         found = [p for p in (masks / SEGMENT_CLASSES, masks.parent / SEGMENT_CLASSES)
@@ -481,23 +498,69 @@ def _write_seed_masks(store: Store, settings: Settings, masks: Path, paired: dic
         classes, problems = read_segment_classes(found[0], labels) if found else ({}, [])
         report.problems.extend(problems)
 
+    def read(image_name: str, mask_name: str, size: tuple[int, int]) -> Target:
+        if seed_target is None:
+            return Target(mask=read_seed_mask(masks / mask_name, mask_name, size, labels,
+                                              ignore_index))
+        return seed_target(read_mask_file(masks / mask_name, mask_name, size),
+                           classes.get(mask_name), labels, settings.task.options, mask_name)
+    return read
+
+
+def _coco_reader(settings: Settings, images: dict[str, CocoImage]
+                 ) -> Callable[[str, str, tuple[int, int]], Target]:
+    """Read a seed target from a COCO file's entry (`mask_name`: its NFC file name)."""
+    seed_target = get_kind(settings.task.kind).seed_target
+
+    def read(image_name: str, mask_name: str, size: tuple[int, int]) -> Target:
+        ids, classes = coco_segments(images[mask_name], size)
+        return seed_target(ids, classes, settings.task.labels, settings.task.options,
+                           images[mask_name].file_name)
+    return read
+
+
+def _pair_coco(coco: Path, images: dict[str, CocoImage], names: list[str]
+               ) -> tuple[dict[str, str], list[str]]:
+    """({image name: COCO file name}, problems): a COCO file_name is the image's path under
+    the image folder, or its bare name where that names one image (COCO files often keep
+    only the name)."""
+    by_path = {unicodedata.normalize("NFC", n): n for n in names}
+    by_base: dict[str, list[str]] = {}
+    for name in by_path:
+        by_base.setdefault(name.rsplit("/", 1)[-1], []).append(by_path[name])
+    paired: dict[str, str] = {}
+    problems: list[str] = []
+    for file_name in images:
+        found = [by_path[file_name]] if file_name in by_path else by_base.get(file_name, [])
+        if len(found) == 1:
+            paired[found[0]] = file_name
+        elif found:
+            problems.append(f"{coco.name}: {file_name!r} could be any of "
+                            f"{', '.join(map(repr, found))}: give its path under the image "
+                            "folder as file_name; they are ingested unlabeled.")
+        else:
+            problems.append(f"{coco.name}: {file_name!r} is not an image of the folder: fix "
+                            "its file_name (a path under the image folder) or add the image.")
+    return paired, problems
+
+
+def _write_seed_masks(store: Store, paired: dict[str, str], ingested: dict[str, str],
+                      sizes: dict[str, tuple[int, int]],
+                      read_target: Callable[[str, str, tuple[int, int]], Target],
+                      report: IngestReport) -> None:
+    """A seed record with its mask PNG for each paired image (image name -> mask name) that
+    is in the bucket now, its target from `read_target(image name, mask name, size)`; a
+    problem naming the mask for the others (the image stays, unlabeled). A person's label
+    from Label Studio always wins over a seed mask; an unchanged one is not written again."""
+
     def write_one(image_name: str, mask_name: str) -> str | bool:
         key = ingested.get(unicodedata.normalize("NFC", image_name))
         if key is None:
             return (f"Mask {mask_name!r}: its image {image_name!r} was not ingested (see the "
                     "problem reported for it), so the mask is not recorded: fix the image "
                     "and ingest again.")
-        segments = None
         try:
-            if seed_target is None:
-                mask = read_seed_mask(masks / mask_name, mask_name, sizes[image_name], labels,
-                                      ignore_index)
-            else:
-                target = seed_target(read_mask_file(masks / mask_name, mask_name,
-                                                    sizes[image_name]),
-                                     classes.get(mask_name), labels, settings.task.options,
-                                     mask_name)
-                mask, segments = target.mask, target.segments
+            target = read_target(image_name, mask_name, sizes[image_name])
         except AnnotationError as error:
             return f"{error} {image_name!r} is ingested unlabeled."
         image_id = store.image_id_for(key)
@@ -505,8 +568,8 @@ def _write_seed_masks(store: Store, settings: Settings, masks: Path, paired: dic
         if old is not None and old.source != "seed":
             return False  # a person's label from Label Studio wins over the seed mask
         record = LabelRecord(image_id=image_id, image_key=key, status="labeled",
-                             source="seed", segments=segments)
-        return upsert_record(store, record, old, mask=mask)
+                             source="seed", segments=target.segments)
+        return upsert_record(store, record, old, mask=target.mask)
 
     with ThreadPoolExecutor(max_workers=16) as pool:
         outcomes = list(pool.map(lambda item: write_one(*item), paired.items()))

@@ -6,6 +6,7 @@ and parallel fetching run in the tests exactly as against a real bucket.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import threading
 from collections.abc import Callable
@@ -103,3 +104,28 @@ def settings() -> Settings:
                "threads": 2},
         loop={"score_batch_size": 7},
     )
+
+
+@pytest.fixture
+def bucket(store: Store) -> Store:
+    """The unit fake plus what ingest needs: a bucket check, MD5 ETags in the listing, and
+    a log of every key written."""
+    client = store.client
+    listing, put = client.paginate, client.put_object
+    client.written = []
+
+    def paginate(Bucket: str, Prefix: str):
+        for page in listing(Bucket=Bucket, Prefix=Prefix):
+            for item in page["Contents"]:
+                body = client.objects[(Bucket, item["Key"])]
+                item["ETag"] = f'"{hashlib.md5(body).hexdigest()}"'
+            yield page
+
+    def put_object(**kwargs):
+        client.written.append(kwargs["Key"])
+        return put(**kwargs)
+
+    client.head_bucket = lambda Bucket: {}
+    client.paginate = paginate
+    client.put_object = put_object
+    return store

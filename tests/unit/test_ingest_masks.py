@@ -8,8 +8,6 @@ person's label from Label Studio is never replaced by a seed mask.
 
 from __future__ import annotations
 
-import hashlib
-
 import numpy as np
 import pytest
 from PIL import Image
@@ -20,34 +18,9 @@ from alpha.config import Settings
 from alpha.errors import AlphaError, AnnotationError, ConfigError
 from alpha.ingest import ingest_folder, read_seed_mask
 from alpha.records import read_all_records, read_mask, read_record, write_record
-from alpha.store import Store, image_id_from_key
+from alpha.store import image_id_from_key
 
 LABELS = ["background", "cell", "edge"]
-
-
-@pytest.fixture
-def bucket(store: Store) -> Store:
-    """The unit fake plus what ingest needs: a bucket check, MD5 ETags in the listing, and
-    a log of every key written."""
-    client = store.client
-    listing, put = client.paginate, client.put_object
-    client.written = []
-
-    def paginate(Bucket: str, Prefix: str):
-        for page in listing(Bucket=Bucket, Prefix=Prefix):
-            for item in page["Contents"]:
-                body = client.objects[(Bucket, item["Key"])]
-                item["ETag"] = f'"{hashlib.md5(body).hexdigest()}"'
-            yield page
-
-    def put_object(**kwargs):
-        client.written.append(kwargs["Key"])
-        return put(**kwargs)
-
-    client.head_bucket = lambda Bucket: {}
-    client.paginate = paginate
-    client.put_object = put_object
-    return store
 
 
 @pytest.fixture
