@@ -251,9 +251,10 @@ def load_objects(dataset: str, pool: int, train: dict[str, Any]) -> tuple:
     nuclei: stardist's 512 x 512 image in tiles of the model's size (instance kind, labels
     ["nucleus"]); a fixed 25% of the tiles is the test set, the rest the pool (a fixed
     random `pool` of it if given). scenes-panoptic: `pool` composed train scenes and
-    SCENE_TEST test scenes (garments are things, wall/floor/grass stuff)."""
+    SCENE_TEST test scenes of the panoptic demo's three garments (things) on wall, floor and
+    grass (stuff)."""
     from alpha.datasets import compose_panoptic_scene_splits, load_stardist_tiles
-    from alpha.demo import segment_targets
+    from alpha.demo import panoptic_garments, segment_targets
     from alpha.kinds import get_kind
 
     kind = get_kind(KINDS[dataset])
@@ -265,7 +266,8 @@ def load_objects(dataset: str, pool: int, train: dict[str, Any]) -> tuple:
         note = f"stardist img2d: {len(data.test_images)} held-out {size[0]}x{size[1]} tiles"
     else:
         data = compose_panoptic_scene_splits(pool or PRESETS[dataset]["pool"], SCENE_TEST,
-                                             size=size, random_state=0)
+                                             size=size, random_state=0,
+                                             source=panoptic_garments())
         labels = list(data.labels)
         options = kind.Options(things=list(data.things or []))
         note = f"{SCENE_TEST} composed scenes from Fashion-MNIST's test split"
