@@ -222,12 +222,14 @@ def pre_annotations(ctx: RoundContext, version: str, items: list[dict],
         made = kind.pre_annotate(loaded.model, loaded.temperature, decoded.images,
                                  decoded.sizes, loaded.labels,
                                  ctx.settings.task.options) if decoded.readable else []
-        for i, pre in zip(decoded.readable, made, strict=True):
+        sizes = decoded.sizes or [None] * len(made)
+        for i, pre, size in zip(decoded.readable, made, sizes, strict=True):
             image_id = batch[i]["image_id"]
             images = {name: ctx.store.task_image_key(name, image_id) for name in pre.images}
             for name, key in images.items():  # before the task that shows it
                 ctx.store.put_bytes(key, pre.images[name], "image/png")
-            pushed.append(PushItem(image_id, batch[i]["key"], pre.result, pre.score, images))
+            pushed.append(PushItem(image_id, batch[i]["key"], pre.result, pre.score, images,
+                                   size))
         problems += decoded.problems
         if progress is not None:
             progress(start + len(batch), len(items))

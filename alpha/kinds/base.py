@@ -189,10 +189,12 @@ class Kind(Protocol):
 
     def read_annotations(
         self, results: Sequence[Any], labels: list[str], options: KindOptions,
-        predicted: Any = None,
+        predicted: Any = None, size: tuple[int, int] | None = None,
     ) -> Reading:
         """One target from the finished annotations' results (oldest first; at least one),
         compared with the task's pre-annotation results `predicted` where it had one.
+        `size` is the image's (width, height) where the task says it: what a result with
+        no region covers, for kinds where that means something (no object).
         AnnotationError names what does not fit the label config."""
         ...
 

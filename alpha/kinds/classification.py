@@ -179,7 +179,7 @@ def result_from_target(target: Target, labels: list[str], size: tuple[int, int])
 
 def read_annotations(
     results: Sequence[Any], labels: list[str], options: KindOptions | None = None,
-    predicted: Any = None,
+    predicted: Any = None, size: tuple[int, int] | None = None,
 ) -> Reading:
     """Several annotations (overlap) resolve by majority, ties to the latest
     (alpha.consensus); votes and agreement are kept only when there were several.

@@ -99,11 +99,12 @@ def pre_annotate(model: objects.ObjectUNet, temperature: float, images: np.ndarr
 
 
 def read_annotations(results: Sequence[Any], labels: list[str],
-                     options: KindOptions | None = None, predicted: Any = None) -> Reading:
+                     options: KindOptions | None = None, predicted: Any = None,
+                     size: tuple[int, int] | None = None) -> Reading:
     """Objects from the finished annotations (alpha.kinds.objects.read_annotations: one
     object per region, later regions win shared pixels, several annotators matched by IoU)."""
     return objects.read_annotations(results, layout(labels), _tags(labels), TO_NAME,
-                                    _options(options), predicted)
+                                    _options(options), predicted, size)
 
 
 def result_from_target(target: Target, labels: list[str], size: tuple[int, int]) -> list[dict]:

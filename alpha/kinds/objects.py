@@ -798,17 +798,19 @@ def changed_share(before: tuple[np.ndarray, list[dict]], after: tuple[np.ndarray
 
 def read_annotations(results: Sequence[Any], layout: Layout,
                      tags: dict[tuple[str, str], Sequence[str]], to_name: str,
-                     options: ObjectOptions, predicted: Any = None) -> Reading:
+                     options: ObjectOptions, predicted: Any = None,
+                     size: tuple[int, int] | None = None) -> Reading:
     """One segment target from the finished annotations' results (oldest first); several
     resolve by `vote`. An empty result means "no object" when the task's pre-annotation
-    says the image size, and is an error otherwise (it says no size). `changed`: the
+    or `size` (the image's (width, height) in the task's data) says the image size, and is
+    an error otherwise (it says no size). `changed`: the
     changed_share against the pre-annotation (an empty one predicted no object, so every
     object drawn is a change), None without one."""
     if not results:
         raise ValueError("read_annotations needs at least one annotation's results")
     if isinstance(predicted, dict) and "result" in predicted:
         predicted = predicted["result"]
-    size = _drawn_size(predicted)
+    size = _drawn_size(predicted) or size
     several = len(results) > 1
     drawn = [parse_annotation(result, layout, tags, to_name, options.max_objects,
                               f"Annotation {i + 1} of {len(results)}" if several

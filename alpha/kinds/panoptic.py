@@ -118,11 +118,12 @@ def pre_annotate(model: objects.ObjectUNet, temperature: float, images: np.ndarr
 
 
 def read_annotations(results: Sequence[Any], labels: list[str],
-                     options: KindOptions | None = None, predicted: Any = None) -> Reading:
+                     options: KindOptions | None = None, predicted: Any = None,
+                     size: tuple[int, int] | None = None) -> Reading:
     """Segments from the finished annotations (alpha.kinds.objects.read_annotations)."""
     lay = layout(labels, options)
     return objects.read_annotations(results, lay, _tags(lay), TO_NAME, _options(options),
-                                    predicted)
+                                    predicted, size)
 
 
 def result_from_target(target: Target, labels: list[str], size: tuple[int, int]) -> list[dict]:

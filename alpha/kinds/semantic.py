@@ -227,7 +227,7 @@ def _upsampled_argmax(probs: torch.Tensor, size: tuple[int, int]) -> tuple[np.nd
 
 def read_annotations(
     results: Sequence[Any], labels: list[str], options: KindOptions | None = None,
-    predicted: Any = None,
+    predicted: Any = None, size: tuple[int, int] | None = None,
 ) -> Reading:
     """One class mask from the finished annotations' results (oldest first).
 

@@ -78,6 +78,15 @@ def _prediction_result(task: dict) -> list | None:
     return result if isinstance(result, list) else None
 
 
+def _image_size(data: dict) -> tuple[int, int] | None:
+    """The image's (width, height) that push kept in the task's data, if it is there."""
+    size = data.get("image_size")
+    if (isinstance(size, list) and len(size) == 2
+            and all(isinstance(v, int) and v > 0 for v in size)):
+        return size[0], size[1]
+    return None
+
+
 def _user_id(annotation: dict) -> int | None:
     user = annotation.get("completed_by")
     user_id = user.get("id") if isinstance(user, dict) else user
@@ -171,7 +180,8 @@ class PullMixin(Connection):
         if finished:
             reading = self.kind.read_annotations(
                 [a.get("result") or [] for a in finished], self.labels,
-                self.settings.task.options, predicted=_prediction_result(task))
+                self.settings.task.options, predicted=_prediction_result(task),
+                size=_image_size(data))
             chosen = finished[reading.index]
         else:
             chosen = annotations[-1]

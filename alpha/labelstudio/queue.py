@@ -40,6 +40,9 @@ class PushItem:
     images: dict[str, str] = field(default_factory=dict)
     """Bucket keys of the extra images the task shows, by task data key (the kind's
     task_images), already written."""
+    size: tuple[int, int] | None = None
+    """The image's own (width, height), kept in the task's data (`image_size`) so that an
+    annotation with no region still says what it covers (an image with no object)."""
 
 
 @dataclass
@@ -88,7 +91,8 @@ class QueueMixin(Connection):
             item.image_id: {
                 "data": {**self._task_images(item.key, item.images),
                          self.kind.DATA_KEY: self.store.s3_uri(item.key),
-                         "image_id": item.image_id, "round": round_id},
+                         "image_id": item.image_id, "round": round_id,
+                         **({"image_size": list(item.size)} if item.size else {})},
                 "predictions": [{"model_version": model_version, "score": float(item.score),
                                  "result": item.result}],
             }

@@ -5,7 +5,8 @@ added.
 
 Each kind gets a fresh project: seed masks (segment ids + classes.csv) ingested from a
 folder, a pool, round 1 (train, score, select, push), the annotations made through Label
-Studio's API (the simulated annotator's true objects; one task edited by hand), round 2
+Studio's API (the simulated annotator's true objects; one task edited by hand and, for
+instance, one emptied after its pre-annotation was deleted: "no object here"), round 2
 (pull, retrain, push again).
 """
 
@@ -98,11 +99,18 @@ def object_round(request, tmp_path_factory, stack_is_up):
     edited = edit_objects(truth[edited_id], kind, labels)
     ctx.project.create_annotation(pushed[edited_id], kind.result_from_target(
         edited, labels, edited.mask.shape[::-1]))
+    emptied_id = None
+    if name == "instance":  # "no object here", on a task whose pre-annotation is gone
+        emptied_id = sorted(pushed)[1]
+        for prediction in predictions[pushed[emptied_id]]:
+            ctx.project.client.predictions.delete(id=prediction.id)
+        ctx.project.create_annotation(pushed[emptied_id], [])
     simulated = simulate_annotations(ctx.project, truth, error_rate=0.0, random_state=1)
     second = run_round(config)
     yield {"kind": kind, "ctx": ctx, "labels": labels, "truth": truth, "first": first,
            "pushed": pushed, "predictions": predictions, "edited_id": edited_id,
-           "edited": edited, "simulated": simulated, "second": second}
+           "edited": edited, "emptied_id": emptied_id, "simulated": simulated,
+           "second": second}
     found = ctx.project._find_project()
     if found is not None:
         ctx.project.client.projects.delete(id=found["id"])
@@ -153,6 +161,8 @@ def test_a_round_completes_and_pushes_one_region_per_object(object_round):
     width, height = 40, 32
     regions_per_task = []
     for task_id in object_round["pushed"].values():
+        data = ctx.project.client.tasks.get(id=task_id).data
+        assert data["image_size"] == [width, height]  # an empty annotation's size
         predictions = object_round["predictions"][task_id]
         assert len(predictions) == 1
         prediction = predictions[0]
@@ -189,15 +199,17 @@ def test_a_round_completes_and_pushes_one_region_per_object(object_round):
 
 def test_objects_come_back_with_their_ids_and_classes_and_the_edit_is_pulled(object_round):
     ctx, truth, second = object_round["ctx"], object_round["truth"], object_round["second"]
-    assert object_round["simulated"].annotated == BATCH - 1  # the edited task was done by hand
+    by_hand = 1 + (object_round["emptied_id"] is not None)  # the edited (and emptied) task
+    assert object_round["simulated"].annotated == BATCH - by_hand
     assert second["pull"]["new"] == BATCH and second["pull"]["problems"] == []
     assert second["labels"]["labeled"] == SEED + BATCH
     pulled = {i: r for i, r in read_all_records(ctx.store).items() if r.source == "labelstudio"}
     assert set(pulled) == set(object_round["pushed"])
     for image_id, record in pulled.items():
         ids = read_mask(ctx.store, record)
-        expected = object_round["edited"] if image_id == object_round["edited_id"] \
-            else truth[image_id]
+        expected = (object_round["edited"] if image_id == object_round["edited_id"]
+                    else Target(mask=np.zeros_like(truth[image_id].mask), segments=[])
+                    if image_id == object_round["emptied_id"] else truth[image_id])
         assert objects_of(ids, record.segments) == objects_of(np.asarray(expected.mask),
                                                               expected.segments), image_id
         stuff = sorted(s["label"] for s in record.segments if not s["isthing"])

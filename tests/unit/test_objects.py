@@ -138,13 +138,17 @@ def test_changed_counts_the_pixels_of_deleted_added_and_reclassified_objects():
     assert added.changed == pytest.approx(B.sum() / B.size)
 
 
-def test_an_empty_annotation_means_no_object_when_the_prediction_says_the_size():
+def test_an_empty_annotation_means_no_object_when_the_prediction_or_task_says_the_size():
     predicted = [region(A, "cell")]
     reading = instance.read_annotations([[]], LABELS, predicted=predicted)
     assert reading.target.mask.shape == SHAPE and not reading.target.mask.any()
     assert reading.target.segments == [] and reading.changed == pytest.approx(16 / A.size)
     with pytest.raises(AnnotationError, match="empty result"):
         instance.read_annotations([[]], LABELS)
+    # an empty pre-annotation says no size: the task's data does (push keeps image_size)
+    confirmed = instance.read_annotations([[]], LABELS, predicted=[], size=SHAPE[::-1])
+    assert confirmed.target.mask.shape == SHAPE and confirmed.target.segments == []
+    assert confirmed.changed == 0.0
     # the model predicted no object: everything the annotator drew is their work
     drawn = instance.read_annotations([predicted], LABELS, predicted=[])
     assert drawn.changed == pytest.approx(16 / A.size)
