@@ -36,7 +36,7 @@ from alpha.datasets import (
 from alpha.errors import AlphaError
 from alpha.history import record_evaluation
 from alpha.kinds import get_kind
-from alpha.kinds.base import Target
+from alpha.kinds.base import KindOptions, Target
 from alpha.store import image_id_from_key
 from alpha.strategies import DEFAULT_STRATEGY
 
@@ -225,15 +225,16 @@ def write_demo_config(path: Path, data: DemoData, prefix: str, title: str, strat
     return path
 
 
-def test_metric(store, data: DemoData, version: str) -> float:
+def test_metric(store, data: DemoData, version: str, options: KindOptions | None = None
+                ) -> float:
     """The kind's primary metric (accuracy, mean IoU) of a saved model on the dataset's own
-    test split (never seen in the loop)."""
+    test split (never seen in the loop), read with the task's `options`."""
     from alpha.train import load_model
 
     loaded = load_model(store, version)
     kind = get_kind(loaded.kind)
     metrics = kind.evaluate(loaded.model, loaded.temperature, data.test_images,
-                            data.test_targets, loaded.labels)
+                            data.test_targets, loaded.labels, options)
     return float(metrics[kind.PRIMARY_METRIC])
 
 
@@ -289,7 +290,8 @@ def run_demo(console: Console, simulate_rounds: int, pool_size: int | None = Non
     for round_number in range(simulate_rounds + 1):
         for strategy, (config, ctx, _) in arms.items():
             summary = active_learning_round(config_file=str(config))
-            value = test_metric(ctx.store, data, summary["model"]["version"])
+            value = test_metric(ctx.store, data, summary["model"]["version"],
+                                ctx.settings.task.options)
             # Kept beside the round, so `alpha report` draws test values and random's beside.
             record_evaluation(ctx.store, summary["round"], metric, value, len(data.test_targets),
                               baseline_prefix=baseline if strategy != "random" else None)

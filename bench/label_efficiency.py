@@ -348,7 +348,8 @@ class Models:
         start = time.perf_counter()
         trained = kind.train(x[labeled], y[labeled], names, settings, options)
         seconds = time.perf_counter() - start
-        metrics = kind.evaluate(trained.model, trained.temperature, x_test, y_test, names)
+        metrics = kind.evaluate(trained.model, trained.temperature, x_test, y_test, names,
+                                options)
 
         def value(name: str) -> float:
             return math.nan if metrics.get(name) is None else float(metrics[name])

@@ -152,9 +152,10 @@ class Kind(Protocol):
 
     def evaluate(
         self, model: nn.Module, temperature: float, images: np.ndarray, targets: np.ndarray,
-        labels: list[str],
+        labels: list[str], options: KindOptions | None = None,
     ) -> dict[str, Any]:
-        """The kind's metrics (PRIMARY_METRIC first) of a model on labeled images."""
+        """The kind's metrics (PRIMARY_METRIC first) of a model on labeled images, read the
+        way the task's `options` say (e.g. how objects are decoded)."""
         ...
 
     def save_checkpoint(self, trained: Trained, labels: list[str], settings: Any) -> bytes:

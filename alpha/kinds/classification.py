@@ -514,7 +514,7 @@ def pre_annotate(
 
 def evaluate(
     model: nn.Module, temperature: float, images: np.ndarray, targets: np.ndarray,
-    labels: list[str],
+    labels: list[str], options: KindOptions | None = None,
 ) -> dict[str, Any]:
     """Accuracy (the primary metric), per-class accuracy and calibrated NLL."""
     return _evaluate(model, images, targets, temperature, len(labels))

@@ -136,13 +136,14 @@ def input_size(train_settings: dict[str, Any]) -> tuple[int, int]:
 def train(images: np.ndarray, targets: np.ndarray, labels: list[str], settings: TrainSettings,
           options: KindOptions | None = None) -> Trained:
     """The object U-Net (alpha.kinds.objects.train), measured by mask AP."""
-    return objects.train(images, targets, layout(labels), settings)
+    return objects.train(images, targets, layout(labels), settings, _options(options))
 
 
 def evaluate(model: objects.ObjectUNet, temperature: float, images: np.ndarray,
-             targets: np.ndarray, labels: list[str]) -> dict[str, Any]:
+             targets: np.ndarray, labels: list[str], options: KindOptions | None = None
+             ) -> dict[str, Any]:
     """ap50 (the primary metric), ap (0.5:0.95), count_error, pq, miou (objects.evaluate)."""
-    return objects.evaluate(model, images, targets, layout(labels))
+    return objects.evaluate(model, images, targets, layout(labels), _options(options))
 
 
 def score_batch(model: objects.ObjectUNet, temperature: float, images: np.ndarray,

@@ -260,13 +260,14 @@ def model_layout(model: ObjectUNet, labels: Sequence[str]) -> Layout:
                   background=0 if model.background else None)
 
 
-def train(images: np.ndarray, targets: np.ndarray, layout: Layout, settings: TrainSettings
-          ) -> Trained:
+def train(images: np.ndarray, targets: np.ndarray, layout: Layout, settings: TrainSettings,
+          options: ObjectOptions | None = None) -> Trained:
     """Train on targets `(n, 3, H, W)` (training_targets): cross-entropy over the labelled
     pixels' classes plus the boundary's binary cross-entropy (boundary pixels weighted 3x:
     they are few), the kinds' one-cycle recipe, horizontal flips when settings.augment;
     measured on a held-out split (settings.val_fraction) and refit on every label when
-    settings.refit, as the semantic kind does. Metrics: `evaluate`'s."""
+    settings.refit, as the semantic kind does. Metrics: `evaluate`'s, objects decoded as
+    `options` say."""
     images = np.ascontiguousarray(images, dtype=np.float32)
     targets = np.ascontiguousarray(targets, dtype=np.int64)
     if images.ndim != 4 or targets.ndim != 4 or targets.shape[1] != 3 or (
@@ -283,7 +284,7 @@ def train(images: np.ndarray, targets: np.ndarray, layout: Layout, settings: Tra
     train_idx, val_idx = holdout_split(len(images), settings.val_fraction, settings.random_state)
     with training_context(settings):
         model, history = _fit(images, targets, train_idx, layout, settings)
-        metrics = evaluate(model, images[val_idx], targets[val_idx], layout)
+        metrics = evaluate(model, images[val_idx], targets[val_idx], layout, options)
         refit = settings.refit and len(val_idx) > 0
         if refit:
             model, history = _fit(images, targets, np.arange(len(images)), layout, settings)

@@ -168,13 +168,15 @@ def input_size(train_settings: dict[str, Any]) -> tuple[int, int]:
 # ---- the model ---------------------------------------------------------------------------
 def train(images: np.ndarray, targets: np.ndarray, labels: list[str], settings: TrainSettings,
           options: KindOptions | None = None) -> Trained:
-    return objects.train(images, targets, layout(labels, options), settings)
+    return objects.train(images, targets, layout(labels, options), settings, _options(options))
 
 
 def evaluate(model: objects.ObjectUNet, temperature: float, images: np.ndarray,
-             targets: np.ndarray, labels: list[str]) -> dict[str, Any]:
+             targets: np.ndarray, labels: list[str], options: KindOptions | None = None
+             ) -> dict[str, Any]:
     """pq (the primary metric), sq, rq, pq_things, pq_stuff, per-class PQ, ap50, miou."""
-    return objects.evaluate(model, images, targets, objects.model_layout(model, labels))
+    return objects.evaluate(model, images, targets, objects.model_layout(model, labels),
+                            _options(options))
 
 
 def score_batch(model: objects.ObjectUNet, temperature: float, images: np.ndarray,

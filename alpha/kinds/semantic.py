@@ -596,7 +596,7 @@ def predict(
 
 def evaluate(
     model: nn.Module, temperature: float, images: np.ndarray, targets: np.ndarray,
-    labels: list[str],
+    labels: list[str], options: KindOptions | None = None,
 ) -> dict[str, Any]:
     """mIoU (the primary metric), per-class IoU, pixel accuracy and mean cross-entropy."""
     return _evaluate(model, temperature, images, targets, len(labels))
