@@ -16,8 +16,13 @@ run makes its own S3 prefixes and projects and removes them at the end.
 each pushed with a brush-RLE pre-annotation (one region per class), answered by the simulated
 annotator with the true mask, pulled into records with mask PNGs (checked pixel-identical).
 
+`--kind instance` does the same with object tasks: `--objects` (20) separate objects of two
+classes per 240x180 image, each pushed as its own brush region, pulled into segment-id PNGs
+and segment lists (checked: every object back with its pixels and class).
+
     ALPHA_HOME=... python bench/push_pull.py --tasks 1000
     ALPHA_HOME=... python bench/push_pull.py --kind semantic --tasks 500
+    ALPHA_HOME=... python bench/push_pull.py --kind instance --tasks 500 --objects 20
 """
 
 from __future__ import annotations
@@ -118,44 +123,94 @@ def cleanup(project: LabelStudioProject, store: Store) -> None:
             "Objects": [{"Key": k} for k in keys[start:start + 1000]], "Quiet": True})
 
 
-def semantic_run(n: int, run: str) -> None:
-    """Push, annotate and pull n segmentation tasks through the adapter; masks must come
-    back pixel-identical."""
+OBJECT_LABELS = ["cell", "debris"]
+SIZE = (240, 180)
+
+
+def object_targets(n: int, objects: int, rng: np.random.Generator) -> list:
+    """n (grey image, instance Target) pairs, each with `objects` separate ellipses of
+    random classes, one per cell of a grid over the image (so none touch)."""
+    from alpha.kinds.base import Target
+
+    width, height = SIZE
+    columns = int(np.ceil(np.sqrt(objects * width / height)))
+    rows = int(np.ceil(objects / columns))
+    cell_w, cell_h = width // columns, height // rows
+    yy, xx = np.mgrid[0:height, 0:width]
+    out = []
+    for _ in range(n):
+        ids = np.zeros((height, width), np.uint16)
+        segments = []
+        for k in range(objects):
+            row, column = divmod(k, columns)
+            cy = row * cell_h + cell_h / 2 + rng.uniform(-2, 2)
+            cx = column * cell_w + cell_w / 2 + rng.uniform(-2, 2)
+            ry, rx = rng.uniform(0.2, 0.4) * cell_h, rng.uniform(0.2, 0.4) * cell_w
+            ids[((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2 <= 1] = k + 1
+            segments.append({"id": k + 1, "label": OBJECT_LABELS[int(rng.integers(2))],
+                             "isthing": True})
+        image = np.where(ids > 0, 200, 40).astype(np.uint8)
+        out.append((image, Target(mask=ids, segments=segments)))
+    return out
+
+
+def _objects(ids: np.ndarray, segments: list[dict]) -> list[tuple[str, bytes]]:
+    """Each object as (class, its pixel mask's bytes): comparable whatever the ids."""
+    return sorted((s["label"], (ids == s["id"]).tobytes()) for s in segments)
+
+
+def mask_run(n: int, run: str, kind_name: str, objects: int) -> None:
+    """Push, annotate and pull n mask tasks through the adapter: semantic masks must come
+    back pixel-identical; instance objects each with its pixels and class."""
     from alpha.datasets import compose_scenes
     from alpha.kinds.base import Target
     from alpha.records import read_all_records, read_mask
 
-    scenes = compose_scenes(n, size=(240, 180), garments=(2, 6))
+    if kind_name == "semantic":
+        scenes = compose_scenes(n, size=SIZE, garments=(2, 6))
+        labels = scenes.labels
+        pairs = [(image, Target(mask=mask)) for image, mask in
+                 zip(scenes.images, scenes.masks, strict=True)]
+    else:
+        labels = OBJECT_LABELS
+        pairs = object_targets(n, objects, np.random.default_rng(0))
     settings = load_settings(
-        s3={"prefix": f"bench-{run}-semantic"},
-        labelstudio={"project_title": f"alpha bench {run} semantic"},
-        task={"kind": "semantic", "labels": scenes.labels})
+        s3={"prefix": f"bench-{run}-{kind_name}"},
+        labelstudio={"project_title": f"alpha bench {run} {kind_name}"},
+        task={"kind": kind_name, "labels": labels})
     store = Store.from_settings(settings)
     project = LabelStudioProject(settings, store)
-    kind = get_kind("semantic")
+    kind = get_kind(kind_name)
     results: dict[str, float] = {}
     try:
         store.ensure_bucket()
         items, truth = [], {}
-        for i, (image, mask) in enumerate(zip(scenes.images, scenes.masks, strict=True)):
+        for i, (image, target) in enumerate(pairs):
             buffer = io.BytesIO()
             Image.fromarray(image).save(buffer, "PNG")
             key = store.image_key(f"bench/{i:06d}.png")
             store.put_bytes(key, buffer.getvalue(), "image/png")
             image_id = store.image_id_for(key)
-            result = kind.result_from_target(Target(mask=mask), scenes.labels, (240, 180))
-            items.append(PushItem(image_id, key, result, 0.5))
-            truth[image_id] = Target(mask=mask)
+            result = kind.result_from_target(target, labels, SIZE)
+            items.append(PushItem(image_id, key, result, 0.5, size=SIZE))
+            truth[image_id] = target
         project.ensure_project()
         regions = sum(len(item.result) for item in items)
-        print(f"{n} segmentation tasks (240x180, {regions / n:.1f} brush regions each):")
+        print(f"{n} {kind_name} tasks ({SIZE[0]}x{SIZE[1]}, {regions / n:.1f} brush regions "
+              "each):")
         timed("bulk push (adapter)", n, lambda: project.push(items, "bench-v1", "r1"), results)
         timed("simulate (true masks)", n, lambda: simulate_annotations(project, truth), results)
         pulled = timed("bulk pull (adapter, masks to PNG)", n, project.pull, results)
         assert pulled.new == n and not pulled.problems, pulled
         records = read_all_records(store)
-        same = sum(np.array_equal(read_mask(store, records[i]), truth[i].mask) for i in truth)
-        print(f"  masks back pixel-identical: {same} of {n}")
+        if kind_name == "semantic":
+            same = sum(np.array_equal(read_mask(store, records[i]), truth[i].mask)
+                       for i in truth)
+        else:
+            same = sum(_objects(read_mask(store, records[i]), records[i].segments)
+                       == _objects(np.asarray(truth[i].mask), truth[i].segments) for i in truth)
+        print(f"  back identical (pixels{'' if kind_name == 'semantic' else ' and classes'}): "
+              f"{same} of {n}")
         assert same == n
         again = timed("bulk pull again (nothing new)", n, project.pull, results)
         assert again.new == again.updated == 0
@@ -166,12 +221,14 @@ def semantic_run(n: int, run: str) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", type=int, default=1000)
-    parser.add_argument("--kind", choices=("classification", "semantic"),
+    parser.add_argument("--kind", choices=("classification", "semantic", "instance"),
                         default="classification")
+    parser.add_argument("--objects", type=int, default=20,
+                        help="objects per image with --kind instance")
     args = parser.parse_args()
     n, run = args.tasks, uuid.uuid4().hex[:8]
-    if args.kind == "semantic":
-        semantic_run(n, run)
+    if args.kind != "classification":
+        mask_run(n, run, args.kind, args.objects)
         return
     rng = np.random.default_rng(0)
     sides = {}
