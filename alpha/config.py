@@ -268,6 +268,11 @@ class LoopSettings(BaseModel):
         default=120, ge=10, description="How often `alpha serve` pulls finished annotations "
         "between rounds (a webhook pulls sooner; this catches up on any it missed)."
     )
+    runner_poll_s: float = Field(
+        default=2, gt=0, le=60, description="How often `alpha serve` asks Prefect for runs "
+        "that are due (Prefect's default is 10 s): a webhook's pull, and the training it "
+        "starts, each wait up to this long before their process starts."
+    )
     retrain_after: int | None = Field(
         default=None, ge=1, description="New usable labels that make a pull start "
         "train-and-select between rounds; unset: loop.batch_size (one batch annotated)."

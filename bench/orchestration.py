@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from alpha.config import point_prefect_at
+from alpha.config import LoopSettings, point_prefect_at
 from alpha.ingest import ingest_folder
 from alpha.loop import RoundContext, open_context
 from alpha.simulate import simulate_annotations
@@ -178,11 +178,14 @@ def main() -> None:
     parser.add_argument("--limit", type=float, default=900, help="seconds to wait per cycle")
     parser.add_argument("--min-steps", type=int, default=500,
                         help="train.min_steps (500: the default; fewer: a shorter training)")
+    parser.add_argument("--poll", type=float, default=LoopSettings().runner_poll_s,
+                        help="loop.runner_poll_s: how often serve looks for due runs")
     args = parser.parse_args()
 
     rows = []
     with (tempfile.TemporaryDirectory() as tmp,
-          served_project(Path(tmp), args.batch, args.pull_every, args.min_steps) as served):
+          served_project(Path(tmp), args.batch, args.pull_every, args.min_steps,
+                         loop_extra=f"runner_poll_s = {args.poll}\n") as served):
         ctx, truth, webhook = served
         for c in range(args.cycles):
             row = cycle(ctx, truth, args.batch, c + 1, args.limit)
@@ -193,8 +196,7 @@ def main() -> None:
     trains = [r["train_s"] for r in rows if r["train_s"] is not None]
     print(f"\nwebhook registered: {webhook}; pull every {args.pull_every} s; "
           f"train.min_steps {args.min_steps}; "
-          f"{args.batch} labels per retrain; PREFECT_RUNNER_POLL_FREQUENCY="
-          f"{os.environ.get('PREFECT_RUNNER_POLL_FREQUENCY', '10 (default)')}")
+          f"{args.batch} labels per retrain; runner_poll_s {args.poll}")
     print("| cycle | Nth label -> new model's task at the head (s) | training (s) |")
     print("|---|---|---|")
     for i, r in enumerate(rows, 1):

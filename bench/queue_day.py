@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import os
 import subprocess
 import tempfile
 import threading
@@ -29,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from alpha.config import LoopSettings
 from alpha.errors import AlphaError
 from alpha.labelstudio import LabelStudioProject
 from alpha.loop import RoundContext
@@ -132,6 +132,8 @@ def main() -> None:
     parser.add_argument("--retrain-after", type=int, default=40, help="loop.retrain_after")
     parser.add_argument("--min-steps", type=int, default=500, help="train.min_steps")
     parser.add_argument("--pull-every", type=int, default=60, help="loop.pull_interval_s")
+    parser.add_argument("--poll", type=float, default=LoopSettings().runner_poll_s,
+                        help="loop.runner_poll_s: how often serve looks for due runs")
     parser.add_argument("--csv", type=Path, help="write the samples (s, depth, model) here")
     args = parser.parse_args()
 
@@ -139,7 +141,7 @@ def main() -> None:
     print(f"planned day: {args.annotations} annotations in about {sum(waits) / 60:.1f} min "
           f"of waits (plus the annotating itself)", flush=True)
     loop_extra = (f"queue_depth = {args.depth}\nqueue_low = {args.low}\n"
-                  f"retrain_after = {args.retrain_after}\n")
+                  f"retrain_after = {args.retrain_after}\nrunner_poll_s = {args.poll}\n")
     with (tempfile.TemporaryDirectory() as tmp,
           served_project(Path(tmp), args.batch, args.pull_every, args.min_steps,
                          pool_size=max(600, 2 * args.annotations),
@@ -163,8 +165,8 @@ def main() -> None:
     load = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
     print(f"\nwebhook registered: {webhook}; target {args.depth}, low-water {args.low}, "
           f"batch {args.batch}, retrain after {args.retrain_after} labels, train.min_steps "
-          f"{args.min_steps}, pull every {args.pull_every} s; PREFECT_RUNNER_POLL_FREQUENCY="
-          f"{os.environ.get('PREFECT_RUNNER_POLL_FREQUENCY', '10 (default)')}; {load}")
+          f"{args.min_steps}, pull every {args.pull_every} s; runner_poll_s {args.poll}; "
+          f"{load}")
     print("| annotations | day (min) | depth min | depth max | depth mean (time-weighted) "
           "| time below low-water | time empty | annotator waited for a task | time over "
           "target | models trained |")

@@ -45,6 +45,8 @@ def project_deployments(settings: Settings, config_file: str | None = None
 
 
 def serve_rounds(settings: Settings, config_file: str | None = None) -> None:
-    """Register the deployments with their schedules and run them when due; blocks until
-    stopped, and leaves the schedules active when it is."""
-    serve(*project_deployments(settings, config_file), pause_on_shutdown=False)
+    """Register the deployments with their schedules and run them when due, looking for due
+    runs every loop.runner_poll_s; blocks until stopped, and leaves the schedules active
+    when it is."""
+    serve(*project_deployments(settings, config_file), pause_on_shutdown=False,
+          query_seconds=settings.loop.runner_poll_s)
