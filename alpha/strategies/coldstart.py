@@ -5,20 +5,20 @@ uncertainty is mostly noise, and the most uncertain images are often outliers. W
 labels the best first picks are typical images from regions of the data no label covers yet
 (TypiClust, Hacohen et al. 2022): they teach the model what each common kind of image looks
 like. This needs only embeddings, and without any model, pixels reduced by PCA will do.
+
+scikit-learn is imported in the functions that use it (alpha.strategies.diversity says why).
 """
 
 from __future__ import annotations
 
 import numpy as np
-from sklearn.cluster import KMeans
-from sklearn.decomposition import PCA
-from sklearn.neighbors import NearestNeighbors
 
 
 def pixel_embeddings(
     images: np.ndarray, dim: int = 50, random_state: int = 0
 ) -> np.ndarray:
     """PCA of flattened pixels: an embedding for when no model has been trained yet."""
+    from sklearn.decomposition import PCA
     flat = np.asarray(images, dtype=np.float32).reshape(len(images), -1)
     dim = max(1, min(dim, flat.shape[0], flat.shape[1]))
     return PCA(n_components=dim, random_state=random_state).fit_transform(flat).astype(np.float32)
@@ -26,6 +26,7 @@ def pixel_embeddings(
 
 def typicality(embeddings: np.ndarray, neighbors: int = 20) -> np.ndarray:
     """1 / mean distance to the nearest `neighbors` images: high in dense, common regions."""
+    from sklearn.neighbors import NearestNeighbors
     embeddings = np.asarray(embeddings, dtype=np.float32)
     n = len(embeddings)
     if n <= 1:
@@ -50,6 +51,7 @@ def typiclust(
     Each pick comes from a different cluster while uncovered clusters remain, so the batch
     rarely takes two alike, and never the same image (or an exact copy of it) twice.
     """
+    from sklearn.cluster import KMeans
     pool = np.asarray(embeddings, dtype=np.float32)
     labeled = (
         np.asarray(labeled_embeddings, dtype=np.float32)

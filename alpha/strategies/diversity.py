@@ -5,14 +5,14 @@ same reason, so the second of two alike teaches little more than the first. Thes
 strategies spread the batch out: core-set covers the embedding space, BADGE spreads over
 gradient embeddings (uncertain and different), and cluster-margin keeps margin's focus on
 the decision borders but takes one image per k-means cluster of the most uncertain ones.
+
+scikit-learn is imported in the functions that use it: it takes about 2 s to import, and
+every flow run (each pull) and CLI command imports this module through the settings.
 """
 
 from __future__ import annotations
 
 import numpy as np
-from sklearn.cluster import KMeans
-from sklearn.metrics import pairwise_distances, pairwise_distances_argmin_min
-from sklearn.metrics.pairwise import euclidean_distances
 
 from alpha.strategies.measures import mean_probs
 
@@ -66,6 +66,7 @@ def coreset(
     An image identical to one already picked is at distance 0 and comes last, and a picked
     index is never taken again. Without labeled images the first pick is random.
     """
+    from sklearn.metrics import pairwise_distances, pairwise_distances_argmin_min
     embeddings = _check_embeddings(embeddings)
     n = len(embeddings)
     k = min(k, n)
@@ -112,6 +113,7 @@ def badge(grads: np.ndarray, k: int, random_state: int = 0) -> np.ndarray:
     distance from the nearest pick, so a picked image (distance 0) is never drawn again and
     near-duplicates are unlikely.
     """
+    from sklearn.metrics.pairwise import euclidean_distances
     grads = np.asarray(grads, dtype=np.float32)
     n = len(grads)
     k = min(k, n)
@@ -148,6 +150,8 @@ def cluster_margin(
     every pick is near a decision border, and no two come from the same region. Returned
     most uncertain first.
     """
+    from sklearn.cluster import KMeans
+    from sklearn.metrics import pairwise_distances
     scores = np.asarray(scores, dtype=np.float64)
     embeddings = _check_embeddings(embeddings, len(scores))
     k = min(k, len(scores))
