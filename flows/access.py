@@ -20,6 +20,6 @@ def prefect_refusal(error: BaseException) -> ServiceRefused | None:
     sent = "a wrong" if error.request.headers.get("Authorization") else "no"
     return ServiceRefused(
         f"Prefect at {PREFECT_API_URL.value()} refused the request (401 Unauthorized): it "
-        f"needs its API auth string and was sent {sent} one. Set prefect.auth_string (the "
-        "local stack writes it to $ALPHA_HOME/stack.env) or PREFECT_API_AUTH_STRING."
+        f"carried {sent} API auth string. Set prefect.auth_string to the server's (the local "
+        "stack writes it to $ALPHA_HOME/stack.env) or PREFECT_API_AUTH_STRING."
     )
