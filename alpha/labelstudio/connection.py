@@ -11,6 +11,7 @@ import hashlib
 import json
 import logging
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from functools import wraps
 from typing import Any, ParamSpec, TypeVar
@@ -278,15 +279,21 @@ class Connection:
         return (f"Images alpha sends to annotators (tasks are imported by alpha); read with "
                 f"S3 key #{digest}.")
 
-    def _storage_refused(self, error: ApiError) -> ServiceRefused:
-        """Label Studio lists the prefix with the storage's key before it keeps the storage."""
-        return ServiceRefused(
-            f"Label Studio refused the storage s3://{self.store.bucket}/"
-            f"{self.store.key('images')}/ (HTTP {error.status_code}: "
-            f"{self._scrub(str(error.body))[:300]}): check that labelstudio.s3_access_key_id "
-            "may read and list the bucket (on the local stack, `alpha stack up` restarts an "
-            "S3 server started without that key)."
-        )
+    @contextmanager
+    def _storage_refusals(self) -> Iterator[None]:
+        """Label Studio lists the prefix with the storage's key before it keeps a storage: its
+        400 then most often means that key may not, so the message names the setting."""
+        try:
+            yield
+        except ApiError as error:
+            if error.status_code != 400:
+                raise
+            raise ServiceRefused(
+                f"Label Studio refused the storage s3://{self.store.bucket}/"
+                f"{self.store.key('images')}/ (HTTP 400: {self._scrub(str(error.body))[:300]}): "
+                "check that labelstudio.s3_access_key_id may read and list the bucket (on the "
+                "local stack, `alpha stack up` restarts an S3 server started without that key)."
+            ) from None
 
     def _ensure_storage(self, project_id: int) -> int | None:
         """Connect the bucket so Label Studio can presign the tasks' `s3://` image URLs.
@@ -304,12 +311,9 @@ class Connection:
             differs = {k: v for k, v in wanted.items() if getattr(storage, k, None) != v}
             if differs:
                 keys = self._storage_keys() if "description" in differs else {}
-                try:
+                with self._storage_refusals():
                     self.client.import_storage.s3.update(id=storage.id, project=project_id,
                                                          **differs, **keys)
-                except ApiError as error:
-                    raise (self._storage_refused(error) if error.status_code == 400
-                           else error) from None
                 if keys:
                     log.info("Label Studio project %d reads s3://%s/%s/ with the configured "
                              "key now", project_id, self.store.bucket, prefix)
@@ -318,7 +322,7 @@ class Connection:
             log.info("no images under s3://%s/%s/ yet: storage connection waits for them",
                      self.store.bucket, prefix)
             return None
-        try:
+        with self._storage_refusals():
             created = self.client.import_storage.s3.create(
                 project=project_id,
                 title="alpha images",
@@ -329,8 +333,6 @@ class Connection:
                 **self._storage_keys(),
                 **wanted,
             )
-        except ApiError as error:
-            raise (self._storage_refused(error) if error.status_code == 400 else error) from None
         log.info("connected s3://%s/%s/ to Label Studio project %d", self.store.bucket,
                  prefix, project_id)
         return created.id
