@@ -415,6 +415,15 @@ class Settings(BaseSettings):
     def project_title(self) -> str:
         return self.labelstudio.project_title or f"alpha: {self.s3.prefix}"
 
+    def secret_values(self) -> list[str]:
+        """Every secret the settings hold (each SecretStr of each section): what a message
+        quoting a server's answer is scrubbed of, and what tests look for in outputs."""
+        sections = (getattr(self, name) for name in type(self).model_fields)
+        return [value.get_secret_value() for section in sections
+                if isinstance(section, BaseModel)
+                for name in type(section).model_fields
+                if isinstance(value := getattr(section, name), SecretStr)]
+
     @property
     def labelstudio_s3_keys(self) -> tuple[SecretStr, SecretStr]:
         """The S3 key pair Label Studio reads the bucket with: its own read-only pair when

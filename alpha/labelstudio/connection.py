@@ -111,15 +111,7 @@ class Connection:
     # ---- errors ------------------------------------------------------------------------
     def _scrub(self, text: str) -> str:
         """Remove every secret we hold from a message that quotes a server's answer."""
-        webhook = self.settings.labelstudio.webhook_secret
-        secrets = (
-            self.settings.labelstudio.api_key.get_secret_value(),
-            webhook.get_secret_value() if webhook is not None else "",
-            self.settings.s3.access_key_id.get_secret_value(),
-            self.settings.s3.secret_access_key.get_secret_value(),
-            *(key.get_secret_value() for key in self.settings.labelstudio_s3_keys),
-        )
-        for secret in secrets:
+        for secret in self.settings.secret_values():
             if secret:
                 text = text.replace(secret, "***")
         return text

@@ -234,3 +234,12 @@ def test_the_prefect_auth_string_goes_to_its_own_server_only(tmp_path, monkeypat
     monkeypatch.delenv("PREFECT_API_AUTH_STRING")
     point_prefect_at(settings)
     assert "PREFECT_API_AUTH_STRING" not in os.environ
+
+
+def test_secret_values_are_every_secret_of_every_section_and_nothing_else(tmp_path, monkeypatch):
+    monkeypatch.setenv("ALPHA_LABELSTUDIO__S3_ACCESS_KEY_ID", "LSREADER")
+    monkeypatch.setenv("ALPHA_LABELSTUDIO__S3_SECRET_ACCESS_KEY", "ls-secret")
+    monkeypatch.setenv("ALPHA_PREFECT__AUTH_STRING", "alpha:prefect-secret")
+    found = load_settings(write(tmp_path, GOOD_TOML)).secret_values()
+    assert sorted(found) == sorted(["AKIAFILE", "file-secret", "token-from-file", "LSREADER",
+                                    "ls-secret", "alpha:prefect-secret"])
