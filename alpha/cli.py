@@ -40,8 +40,25 @@ def friendly_errors(command):
         except AlphaError as error:
             err_console.print(f"[bold red]error:[/] {error}", highlight=False)
             raise typer.Exit(2) from None
+        except Exception as error:
+            refused = _prefect_refusal(error)
+            if refused is None:
+                raise
+            err_console.print(f"[bold red]error:[/] {refused}", highlight=False)
+            raise typer.Exit(2) from None
 
     return wrapper
+
+
+def _prefect_refusal(error: Exception) -> AlphaError | None:
+    """A Prefect server's 401 as flows.access words it. Looked for only once Prefect is
+    loaded (an error from Prefect means it is), so a command that never talks to Prefect
+    does not import it, and one that does imports it after _settings pointed it."""
+    if "prefect" not in sys.modules:
+        return None
+    from flows.access import prefect_refusal
+
+    return prefect_refusal(error)
 
 
 def _settings(config: Path | None):
@@ -60,9 +77,12 @@ def stack_up() -> None:
     from infra import stack
 
     creds = stack.up(log=lambda line: console.print(f"[cyan]stack[/] {line}", highlight=False))
+    where = stack.stack_paths().credentials
     console.print(
         f"Label Studio: {stack.SERVICES['labelstudio'].url}  login: {creds['ls_username']}"
-        f"  password: see {stack.stack_paths().credentials}", highlight=False
+        f"  password: see {where} (ls_password)\n"
+        f"Prefect: {stack.SERVICES['prefect'].url}  login: the whole prefect_auth_string in "
+        f"{where}", highlight=False
     )
 
 

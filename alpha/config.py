@@ -132,15 +132,22 @@ class LabelStudioSettings(BaseModel):
         default=None, description="The header secret the receiver checks (generated per "
         "install by the local stack)."
     )
+    s3_access_key_id: SecretStr | None = Field(
+        default=None, description="The S3 key Label Studio reads the bucket with (it "
+        "presigns the images' URLs with it, and keeps it in its database): give it read "
+        "and list only. The local stack generates one; unset: s3.access_key_id, with a "
+        "warning, since that key can also write and delete."
+    )
+    s3_secret_access_key: SecretStr | None = None
 
     @field_validator("api_key")
     @classmethod
     def _token_is_plain(cls, value: SecretStr) -> SecretStr:
         return _plain_secret(value)
 
-    @field_validator("webhook_secret")
+    @field_validator("webhook_secret", "s3_access_key_id", "s3_secret_access_key")
     @classmethod
-    def _webhook_secret_is_plain(cls, value: SecretStr | None) -> SecretStr | None:
+    def _optional_secret_is_plain(cls, value: SecretStr | None) -> SecretStr | None:
         return _plain_secret(value) if value is not None else None
 
     @model_validator(mode="after")
@@ -148,6 +155,14 @@ class LabelStudioSettings(BaseModel):
         if self.webhook_url and self.webhook_secret is None:
             raise ValueError("webhook_url needs labelstudio.webhook_secret (the receiver "
                              "refuses requests without it)")
+        return self
+
+    @model_validator(mode="after")
+    def _s3_key_is_a_pair(self) -> LabelStudioSettings:
+        if (self.s3_access_key_id is None) != (self.s3_secret_access_key is None):
+            raise ValueError("labelstudio.s3_access_key_id and labelstudio.s3_secret_access_key "
+                             "go together: set both (Label Studio's read-only S3 key) or "
+                             "neither (Label Studio then uses s3.access_key_id)")
         return self
 
     @field_validator("url", "public_url", "webhook_url")
@@ -329,11 +344,21 @@ class PrefectSettings(BaseModel):
     """The Prefect server the flows report to."""
 
     api_url: str = "http://127.0.0.1:4200/api"
+    auth_string: SecretStr | None = Field(
+        default=None, description="`user:password` for a Prefect server started with "
+        "PREFECT_SERVER_API_AUTH_STRING (the local stack's is generated per install); sent "
+        "only to api_url. Unset: no basic auth (Prefect Cloud uses PREFECT_API_KEY)."
+    )
 
     @field_validator("api_url")
     @classmethod
     def _api_url_is_a_url(cls, value: str) -> str:
         return _http_url(value, empty_ok=False)
+
+    @field_validator("auth_string")
+    @classmethod
+    def _auth_string_is_plain(cls, value: SecretStr | None) -> SecretStr | None:
+        return _plain_secret(value) if value is not None else None
 
 
 class Settings(BaseSettings):
@@ -394,6 +419,25 @@ class Settings(BaseSettings):
     @property
     def project_title(self) -> str:
         return self.labelstudio.project_title or f"alpha: {self.s3.prefix}"
+
+    def secret_values(self) -> list[str]:
+        """Every secret the settings hold (each SecretStr of each section): what a message
+        quoting a server's answer is scrubbed of, and what tests look for in outputs."""
+        sections = (getattr(self, name) for name in type(self).model_fields)
+        return [value.get_secret_value() for section in sections
+                if isinstance(section, BaseModel)
+                for name in type(section).model_fields
+                if isinstance(value := getattr(section, name), SecretStr)]
+
+    @property
+    def labelstudio_s3_keys(self) -> tuple[SecretStr, SecretStr]:
+        """The S3 key pair Label Studio reads the bucket with: its own read-only pair when
+        set, else alpha's own (which a user of AWS may have only one of; the storage
+        connection warns then, see alpha.labelstudio.connection)."""
+        own = self.labelstudio
+        if own.s3_access_key_id is not None and own.s3_secret_access_key is not None:
+            return own.s3_access_key_id, own.s3_secret_access_key
+        return self.s3.access_key_id, self.s3.secret_access_key
 
 
 def _env_name(loc: tuple[str | int, ...]) -> str:
@@ -479,5 +523,20 @@ def point_prefect_at(settings: Settings) -> None:
     Call before Prefect is imported: without a server, each flow run would start a
     temporary one of its own (16-30 s) and no run would be visible afterwards.
     """
-    os.environ.setdefault("PREFECT_API_URL", settings.prefect.api_url)
+    auth = settings.prefect.auth_string
+    set_prefect_env(settings.prefect.api_url, auth.get_secret_value() if auth else None)
+
+
+def set_prefect_env(api_url: str, auth_string: str | None) -> None:
+    """PREFECT_API_URL and PREFECT_API_AUTH_STRING for Prefect's client (and every process
+    started from this one: `alpha serve`'s flow runs), each unless already set.
+
+    The auth string goes only with its own server: when PREFECT_API_URL already names
+    another one (Prefect Cloud, another team's server), sending it there would hand our
+    password to that server, and Prefect's client sends basic auth in place of an API key.
+    """
+    os.environ.setdefault("PREFECT_API_URL", api_url)
+    same_server = os.environ["PREFECT_API_URL"].rstrip("/") == api_url.rstrip("/")
+    if auth_string and same_server:
+        os.environ.setdefault("PREFECT_API_AUTH_STRING", auth_string)
 

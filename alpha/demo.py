@@ -339,6 +339,7 @@ def _print_next_steps(console, ctx, summary, config: Path, seconds: float) -> No
         f"Then run the next round (pulls your labels, retrains, sends the next batch):\n"
         f"  ALPHA_HOME={alpha_home()} .venv/bin/alpha round --config {config}\n"
         f"Watch the runs: {ctx.settings.prefect.api_url.removesuffix('/api')}/runs\n"
+        f"  login: the whole prefect_auth_string in {creds_file}\n"
         f"Stop the stack: .venv/bin/alpha stack down",
         highlight=False,
     )

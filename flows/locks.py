@@ -36,11 +36,12 @@ from prefect.client.schemas.actions import (
 )
 from prefect.concurrency._asyncio import AcquireConcurrencySlotTimeoutError
 from prefect.concurrency.sync import concurrency
-from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
+from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound, PrefectHTTPStatusError
 from prefect.settings import PREFECT_API_URL
 
 from alpha.config import Settings
 from alpha.errors import AlphaError, ServiceUnavailable
+from flows.access import prefect_refusal
 
 LEASE_S = 60.0
 """How long a crashed holder keeps a lock; live holders renew well before it ends."""
@@ -76,6 +77,11 @@ def ensure_lock(name: str) -> None:
             f"and it holds the project's lock {name!r}: start it (`alpha stack up`) or fix "
             "prefect.api_url."
         ) from None
+    except PrefectHTTPStatusError as error:
+        refused = prefect_refusal(error)
+        if refused is None:
+            raise
+        raise refused from None
 
 
 def _ensure_lock(name: str) -> None:

@@ -1,8 +1,10 @@
 """The local stack: an S3 server (SeaweedFS), Label Studio and a Prefect server on 127.0.0.1.
 
 `up` installs what is missing (Label Studio's own virtual environment), generates secrets once
-per install, starts each service that is not already running, and waits until each answers
-its health check. `down` stops only the processes `up` started, by the PIDs it recorded
+per install (S3 keys for alpha and read-only ones for Label Studio, Label Studio's login and
+token, Prefect's API auth string, the webhook's secret), starts each service that is not
+already running (and restarts one started without a secret it now needs), and waits until
+each answers its health check. `down` stops only the processes `up` started, by the PIDs it recorded
 (checked against the process start time, so a reused PID is never signalled). Everything
 (data, logs, PIDs, secrets) lives under one folder: `$ALPHA_HOME` (default `./.alpha`).
 """
@@ -53,6 +55,9 @@ class Service:
     healthy_codes: tuple[int, ...] = (200,)
     extra: dict = field(default_factory=dict)
     host: str = HOST
+    # The generated secrets the process is given (credentials.json names): a running process
+    # started without one of them is restarted by `up` (see _missing_secrets).
+    secrets: tuple[str, ...] = ()
 
     @property
     def url(self) -> str:
@@ -97,20 +102,42 @@ def _bin(name: str) -> str:
     return found
 
 
+# Label Studio's own S3 identity may read and list, nothing else: it only presigns GETs of
+# images (and lists the prefix once, when the storage is connected), so a key leaked from its
+# database or from a presigned URL can neither write nor delete the bucket.
+LABELSTUDIO_S3_ACTIONS = ("Read", "List")
+
+
+def _s3_identities(creds: dict) -> list[dict]:
+    """alpha's own identity (everything) and Label Studio's (read and list only)."""
+    return [
+        {"name": "alpha",
+         "credentials": [{"accessKey": creds["s3_access_key_id"],
+                          "secretKey": creds["s3_secret_access_key"]}],
+         "actions": ["Admin", "Read", "List", "Tagging", "Write"]},
+        {"name": "labelstudio",
+         "credentials": [{"accessKey": creds["ls_s3_access_key_id"],
+                          "secretKey": creds["ls_s3_secret_access_key"]}],
+         "actions": list(LABELSTUDIO_S3_ACTIONS)},
+    ]
+
+
+# The servers `weed mini` runs behind the S3 port, at SeaweedFS's default ports unless set
+# (ALPHA_STACK_S3_MASTER_PORT...), so that two stacks can share a machine. Each also listens
+# on its port + 10000 for gRPC, and so does the S3 server: keep 10000 apart from all of them.
+S3_INTERNAL_PORTS = {"master": _port("S3_MASTER", 9333), "volume": _port("S3_VOLUME", 9340),
+                     "filer": _port("S3_FILER", 8888), "admin": _port("S3_ADMIN", 23646)}
+
+
 def _s3_command(paths: StackPaths, creds: dict) -> list[str]:
     config = paths.data_dir("s3") / "s3.json"
     config.parent.mkdir(parents=True, exist_ok=True)
-    identity = {
-        "name": "alpha",
-        "credentials": [{"accessKey": creds["s3_access_key_id"],
-                         "secretKey": creds["s3_secret_access_key"]}],
-        "actions": ["Admin", "Read", "List", "Tagging", "Write"],
-    }
-    _write_private(config, json.dumps({"identities": [identity]}))
+    _write_private(config, json.dumps({"identities": _s3_identities(creds)}))
     return [
         _bin("weed"), f"-config_dir={_s3_security_config(paths)}", "mini",
         f"-dir={paths.data_dir('s3')}", f"-ip={HOST}",
         f"-ip.bind={HOST}", f"-s3.port={SERVICES['s3'].port}", f"-s3.config={config}",
+        *(f"-{server}.port={port}" for server, port in S3_INTERNAL_PORTS.items()),
         "-master.telemetry=false", "-webdav=false", "-admin.ui=false",
         "-s3.port.iceberg=0", "-s3.port.lance=0",
     ]
@@ -190,10 +217,15 @@ def _prefect_command(paths: StackPaths, creds: dict) -> list[str]:
 
 
 def _prefect_env(paths: StackPaths, creds: dict) -> dict[str, str]:
+    """The server's API (everything under /api but GET /api/health and /api/ready) demands
+    HTTP basic auth with the install's auth string; its own in-process clients send the same
+    string. In the environment, never on the command line: every local user can read that."""
     return {
         "PREFECT_HOME": str(paths.data_dir("prefect")),
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "PREFECT_API_URL": "",
+        "PREFECT_SERVER_API_AUTH_STRING": creds["prefect_auth_string"],
+        "PREFECT_API_AUTH_STRING": creds["prefect_auth_string"],
     }
 
 
@@ -206,6 +238,7 @@ def _webhook_env(paths: StackPaths, creds: dict) -> dict[str, str]:
     return {
         "ALPHA_WEBHOOK_SECRET": creds["webhook_secret"],
         "PREFECT_API_URL": f"{SERVICES['prefect'].url}/api",
+        "PREFECT_API_AUTH_STRING": creds["prefect_auth_string"],
         "PYTHONPATH": os.pathsep.join(p for p in (str(REPO_ROOT),
                                                   os.environ.get("PYTHONPATH")) if p),
     }
@@ -213,13 +246,17 @@ def _webhook_env(paths: StackPaths, creds: dict) -> dict[str, str]:
 
 SERVICES: dict[str, Service] = {
     "s3": Service("s3", _port("S3", 8333), "/", _s3_command, start_timeout_s=60,
-                  healthy_codes=(200, 403)),
+                  healthy_codes=(200, 403),
+                  secrets=("s3_access_key_id", "s3_secret_access_key", "ls_s3_access_key_id",
+                           "ls_s3_secret_access_key")),
     "labelstudio": Service("labelstudio", _port("LABELSTUDIO", 8080), "/health",
-                           _labelstudio_command, _labelstudio_env, start_timeout_s=420),
+                           _labelstudio_command, _labelstudio_env, start_timeout_s=420,
+                           secrets=("ls_username", "ls_password", "ls_token")),
     "prefect": Service("prefect", _port("PREFECT", 4200), "/api/health", _prefect_command,
-                       _prefect_env, start_timeout_s=180),
+                       _prefect_env, start_timeout_s=180, secrets=("prefect_auth_string",)),
     "webhook": Service("webhook", _port("WEBHOOK", 8765), "/health", _webhook_command,
-                       _webhook_env, start_timeout_s=60, host=WEBHOOK_HOST),
+                       _webhook_env, start_timeout_s=60, host=WEBHOOK_HOST,
+                       secrets=("webhook_secret", "prefect_auth_string")),
 }
 
 
@@ -246,6 +283,16 @@ def ensure_private_dirs(paths: StackPaths) -> None:
         folder.chmod(0o700)
 
 
+# Secrets added after the first installs, each generated the first time `up` finds it
+# missing from an existing credentials file (the other secrets are kept as they are).
+ADDED_SECRETS: dict[str, Callable[[], str]] = {
+    "webhook_secret": lambda: secrets.token_urlsafe(32),
+    "prefect_auth_string": lambda: "alpha:" + secrets.token_urlsafe(32),
+    "ls_s3_access_key_id": lambda: "alphals" + secrets.token_hex(8),
+    "ls_s3_secret_access_key": lambda: secrets.token_urlsafe(30),
+}
+
+
 def ensure_credentials(paths: StackPaths) -> dict:
     """Secrets generated once per install and kept in a file only the owner can read."""
     if paths.credentials.is_file():
@@ -258,9 +305,10 @@ def ensure_credentials(paths: StackPaths) -> dict:
             "ls_password": os.environ.get("LABEL_STUDIO_PASSWORD") or secrets.token_urlsafe(12),
             "ls_token": os.environ.get("LABEL_STUDIO_USER_TOKEN") or secrets.token_hex(20),
         }
-        _write_private(paths.credentials, json.dumps(creds, indent=1))
-    if "webhook_secret" not in creds:  # an install from before the webhook receiver
-        creds["webhook_secret"] = secrets.token_urlsafe(32)
+    missing = [name for name in ADDED_SECRETS if name not in creds]
+    for name in missing:  # an install from before that secret
+        creds[name] = ADDED_SECRETS[name]()
+    if missing or not paths.credentials.is_file():
         _write_private(paths.credentials, json.dumps(creds, indent=1))
     env_lines = [
         f"ALPHA_S3__ENDPOINT_URL={SERVICES['s3'].url}",
@@ -268,7 +316,10 @@ def ensure_credentials(paths: StackPaths) -> dict:
         f"ALPHA_S3__SECRET_ACCESS_KEY={creds['s3_secret_access_key']}",
         f"ALPHA_LABELSTUDIO__URL={SERVICES['labelstudio'].url}",
         f"ALPHA_LABELSTUDIO__API_KEY={creds['ls_token']}",
+        f"ALPHA_LABELSTUDIO__S3_ACCESS_KEY_ID={creds['ls_s3_access_key_id']}",
+        f"ALPHA_LABELSTUDIO__S3_SECRET_ACCESS_KEY={creds['ls_s3_secret_access_key']}",
         f"ALPHA_PREFECT__API_URL={SERVICES['prefect'].url}/api",
+        f"ALPHA_PREFECT__AUTH_STRING={creds['prefect_auth_string']}",
         f"ALPHA_LABELSTUDIO__WEBHOOK_URL={SERVICES['webhook'].url}",
         f"ALPHA_LABELSTUDIO__WEBHOOK_SECRET={creds['webhook_secret']}",
     ]
@@ -347,7 +398,26 @@ def _wait_healthy(service: Service, pid: int, paths: StackPaths) -> None:
     )
 
 
+# The secrets every install had when PID records did not yet name them: what a process
+# recorded that way was started with (see _missing_secrets).
+SECRETS_BEFORE_RECORDS = frozenset({"s3_access_key_id", "s3_secret_access_key", "ls_username",
+                                    "ls_password", "ls_token", "webhook_secret"})
+
+
+def _missing_secrets(service: Service, paths: StackPaths) -> list[str]:
+    """The service's secrets its running process was not started with: after an upgrade
+    that adds one (ADDED_SECRETS), a server still running from before lacks it (SeaweedFS
+    without Label Studio's identity, Prefect without its API auth string)."""
+    record = json.loads(paths.pid_file(service.name).read_text())
+    started_with = set(record.get("secrets", SECRETS_BEFORE_RECORDS))
+    return [name for name in service.secrets if name not in started_with]
+
+
 def start_service(service: Service, paths: StackPaths, creds: dict, log) -> None:
+    if recorded_pid(paths, service.name) is not None and (
+            missing := _missing_secrets(service, paths)):
+        log(f"{service.name}: restarting: it was started without {', '.join(missing)}")
+        stop_service(service, paths, log)
     if recorded_pid(paths, service.name) is not None:
         if is_healthy(service):
             log(f"{service.name}: already running at {service.url}")
@@ -371,7 +441,8 @@ def start_service(service: Service, paths: StackPaths, creds: dict, log) -> None
             stdin=subprocess.DEVNULL, env=env, cwd=paths.data_dir(service.name),
             start_new_session=True,
         )
-    record = {"pid": process.pid, "start_time": _start_time(process.pid)}
+    record = {"pid": process.pid, "start_time": _start_time(process.pid),
+              "secrets": list(service.secrets)}
     _write_private(paths.pid_file(service.name), json.dumps(record))
     _wait_healthy(service, process.pid, paths)
     log(f"{service.name}: started at {service.url} in {time.monotonic() - started:.1f} s")

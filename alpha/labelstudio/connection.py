@@ -7,9 +7,11 @@ pull (alpha.labelstudio.pull) turns annotations into records through the kind.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from functools import wraps
 from typing import Any, ParamSpec, TypeVar
@@ -109,14 +111,7 @@ class Connection:
     # ---- errors ------------------------------------------------------------------------
     def _scrub(self, text: str) -> str:
         """Remove every secret we hold from a message that quotes a server's answer."""
-        webhook = self.settings.labelstudio.webhook_secret
-        secrets = (
-            self.settings.labelstudio.api_key.get_secret_value(),
-            webhook.get_secret_value() if webhook is not None else "",
-            self.settings.s3.access_key_id.get_secret_value(),
-            self.settings.s3.secret_access_key.get_secret_value(),
-        )
-        for secret in secrets:
+        for secret in self.settings.secret_values():
             if secret:
                 text = text.replace(secret, "***")
         return text
@@ -251,6 +246,47 @@ class Connection:
         self._ensure_cors()
         return project_id
 
+    def _storage_keys(self) -> dict[str, str]:
+        """The key pair the storage reads with (Settings.labelstudio_s3_keys), warning when
+        it is alpha's own: a leaked Label Studio database or presigned URL then names a key
+        that can write and delete the bucket."""
+        if self.settings.labelstudio.s3_access_key_id is None:
+            log.warning("Label Studio reads s3://%s with s3.access_key_id, which can also "
+                        "write and delete: set labelstudio.s3_access_key_id and "
+                        "labelstudio.s3_secret_access_key to a read-and-list key",
+                        self.store.bucket)
+        key_id, secret = self.settings.labelstudio_s3_keys
+        return {"aws_access_key_id": key_id.get_secret_value(),
+                "aws_secret_access_key": secret.get_secret_value()}
+
+    def _storage_description(self) -> str:
+        """The storage's description, naming a digest of the key id it reads with.
+
+        Label Studio never returns a storage's keys, so this digest is how a later call
+        tells that the configured key changed (a stack upgraded to Label Studio's own
+        read-only key, a rotated key) and gives the storage the new one.
+        """
+        key_id = self.settings.labelstudio_s3_keys[0].get_secret_value()
+        digest = hashlib.sha256(key_id.encode()).hexdigest()[:12]
+        return (f"Images alpha sends to annotators (tasks are imported by alpha); read with "
+                f"S3 key #{digest}.")
+
+    @contextmanager
+    def _storage_refusals(self) -> Iterator[None]:
+        """Label Studio lists the prefix with the storage's key before it keeps a storage: its
+        400 then most often means that key may not, so the message names the setting."""
+        try:
+            yield
+        except ApiError as error:
+            if error.status_code != 400:
+                raise
+            raise ServiceRefused(
+                f"Label Studio refused the storage s3://{self.store.bucket}/"
+                f"{self.store.key('images')}/ (HTTP 400: {self._scrub(str(error.body))[:300]}): "
+                "check that labelstudio.s3_access_key_id may read and list the bucket (on the "
+                "local stack, `alpha stack up` restarts an S3 server started without that key)."
+            ) from None
+
     def _ensure_storage(self, project_id: int) -> int | None:
         """Connect the bucket so Label Studio can presign the tasks' `s3://` image URLs.
 
@@ -259,32 +295,36 @@ class Connection:
         """
         prefix = self.store.key("images")
         wanted = {"bucket": self.store.bucket, "prefix": prefix, "presign": True,
-                  "presign_ttl": PRESIGN_TTL_MIN}
+                  "presign_ttl": PRESIGN_TTL_MIN, "description": self._storage_description()}
         storages = self.client.import_storage.s3.list(project=project_id)
         ours = [s for s in storages if s.bucket == self.store.bucket]
         if ours:
             storage = min(ours, key=lambda s: s.id)
             differs = {k: v for k, v in wanted.items() if getattr(storage, k, None) != v}
             if differs:
-                self.client.import_storage.s3.update(id=storage.id, project=project_id, **differs)
+                keys = self._storage_keys() if "description" in differs else {}
+                with self._storage_refusals():
+                    self.client.import_storage.s3.update(id=storage.id, project=project_id,
+                                                         **differs, **keys)
+                if keys:
+                    log.info("Label Studio project %d reads s3://%s/%s/ with the configured "
+                             "key now", project_id, self.store.bucket, prefix)
             return storage.id
         if next(self.store.list_keys("images/"), None) is None:
             log.info("no images under s3://%s/%s/ yet: storage connection waits for them",
                      self.store.bucket, prefix)
             return None
-        s3 = self.settings.s3
-        created = self.client.import_storage.s3.create(
-            project=project_id,
-            title="alpha images",
-            description="Images alpha sends to annotators (tasks are imported by alpha).",
-            regex_filter=r".*\.(" + "|".join(s.lstrip(".") for s in IMAGE_SUFFIXES) + ")$",
-            use_blob_urls=True,
-            recursive_scan=True,
-            aws_access_key_id=s3.access_key_id.get_secret_value(),
-            aws_secret_access_key=s3.secret_access_key.get_secret_value(),
-            region_name=s3.region,
-            **wanted,
-        )
+        with self._storage_refusals():
+            created = self.client.import_storage.s3.create(
+                project=project_id,
+                title="alpha images",
+                regex_filter=r".*\.(" + "|".join(s.lstrip(".") for s in IMAGE_SUFFIXES) + ")$",
+                use_blob_urls=True,
+                recursive_scan=True,
+                region_name=self.settings.s3.region,
+                **self._storage_keys(),
+                **wanted,
+            )
         log.info("connected s3://%s/%s/ to Label Studio project %d", self.store.bucket,
                  prefix, project_id)
         return created.id

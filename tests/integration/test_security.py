@@ -10,6 +10,7 @@ so an empty result means "not there" rather than "not looked at".
 
 from __future__ import annotations
 
+import base64
 import ipaddress
 import json
 import os
@@ -52,7 +53,8 @@ from infra import stack
 pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
-SECRET_NAMES = ("s3_access_key_id", "s3_secret_access_key", "ls_token", "ls_password")
+SECRET_NAMES = ("s3_access_key_id", "s3_secret_access_key", "ls_token", "ls_password",
+                "prefect_auth_string", "ls_s3_access_key_id", "ls_s3_secret_access_key")
 MAX_PRESIGN_S = 15 * 60
 BATCH = 10
 Places = dict[str, bytes]
@@ -80,6 +82,10 @@ def secrets() -> Secrets:
     """The running stack's secrets, as generated for this install."""
     creds = json.loads(stack.stack_paths().credentials.read_text())
     found = Secrets({name: creds[name] for name in SECRET_NAMES})
+    # As an HTTP client sends it (an Authorization header a log might print), and alone.
+    auth = creds["prefect_auth_string"]
+    found["prefect_auth_string (basic auth header)"] = base64.b64encode(auth.encode()).decode()
+    found["prefect_auth_string (password)"] = auth.partition(":")[2]
     assert all(len(value) >= 16 for value in found.values()), "a secret too short to search"
     return found
 
@@ -106,9 +112,11 @@ def test_the_search_finds_a_planted_secret(tmp_path: Path, secrets: Secrets) -> 
         text = f"line\nINFO request with {json.dumps({'key': value})} and more\n"
         (tmp_path / "logs" / "deep" / f"{index}.log").write_text(text)
     (tmp_path / "logs" / "clean.log").write_text("nothing here " * 100)
-    hits = find_secrets(read_folder(tmp_path), secrets)
-    assert sorted(name for _, name in hits) == sorted(secrets)
-    assert not any(place.endswith("clean.log") for place, _ in hits)
+    hits = {(Path(place).name, name) for place, name in find_secrets(read_folder(tmp_path),
+                                                                    secrets)}
+    # Each file shows its own secret (the auth string's file shows its password too).
+    assert all((f"{index}.log", name) in hits for index, name in enumerate(secrets))
+    assert not any(place == "clean.log" for place, _ in hits)
 
 
 # ---- 1. loopback only -------------------------------------------------------------------------
@@ -307,6 +315,7 @@ def wrong_values() -> Secrets:
         "wrong s3_access_key_id": "alpha" + token_hex(8),
         "wrong s3_secret_access_key": token_urlsafe(30),
         "wrong ls_token": token_hex(20),
+        "wrong prefect_auth_string": "alpha:" + token_urlsafe(32),
     })
 
 
@@ -329,11 +338,14 @@ def _bad_config_errors(config: Path, secrets: Secrets, wrong: Secrets) -> Places
 
 
 def _cli_errors(config: Path, secrets: Secrets, wrong: Secrets) -> Places:
-    """What `alpha` prints for a wrong Label Studio token and a wrong S3 secret key."""
+    """What `alpha` prints for a wrong Label Studio token, a wrong S3 secret key and a wrong
+    Prefect auth string (PREFECT_API_AUTH_STRING wins over the stack's, as a user's would)."""
     alpha = str(Path(sys.executable).parent / "alpha")
     runs = {
         "pull": ("ALPHA_LABELSTUDIO__API_KEY", "ls_token", b"refused the API token"),
         "push": ("ALPHA_S3__SECRET_ACCESS_KEY", "s3_secret_access_key", b"refused the access key"),
+        "round": ("PREFECT_API_AUTH_STRING", "prefect_auth_string",
+                  b"refused the request (401 Unauthorized)"),
     }
     out: Places = {}
     for command, (variable, name, expected) in runs.items():
@@ -516,6 +528,10 @@ def test_images_reach_annotators_only_through_short_lived_presigned_urls(
         assert query["X-Amz-Algorithm"] == ["AWS4-HMAC-SHA256"] and query["X-Amz-Signature"]
         assert 0 < int(query["X-Amz-Expires"][0]) <= MAX_PRESIGN_S, query["X-Amz-Expires"]
         assert httpx.get(location, timeout=30).content == image
+        # Signed with Label Studio's own read-only key: a leaked URL names no key that writes.
+        key_id = query["X-Amz-Credential"][0].split("/")[0]
+        signed_by_label_studio_s_key = key_id == secrets["ls_s3_access_key_id"]
+        assert signed_by_label_studio_s_key, scrub(key_id, secrets)
         longer = location.replace(f"X-Amz-Expires={query['X-Amz-Expires'][0]}",
                                   "X-Amz-Expires=604800")
         assert httpx.get(longer, timeout=30).status_code == 403

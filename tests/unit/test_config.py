@@ -1,5 +1,7 @@
 """Settings: loaded from file + environment, every bad or missing one named at start."""
 
+import os
+
 import pytest
 
 from alpha.config import load_settings
@@ -111,6 +113,12 @@ def test_missing_task_labels_is_named(tmp_path):
         ('"token-from-file"', '""', "labelstudio.api_key must not be empty: set "
                                     "ALPHA_LABELSTUDIO__API_KEY"),
         ('"AKIAFILE"', '"   "', "s3.access_key_id must not be empty"),
+        ('[labelstudio]', '[labelstudio]\ns3_access_key_id = "LSREADER"',
+         "labelstudio.s3_access_key_id and labelstudio.s3_secret_access_key go together"),
+        ('[labelstudio]', '[labelstudio]\ns3_secret_access_key = "ls-secret"',
+         "labelstudio.s3_access_key_id and labelstudio.s3_secret_access_key go together"),
+        ("[task]", '[prefect]\nauth_string = "alpha:two words"\n[task]',
+         "prefect.auth_string must not contain spaces"),
         ('labels = ["cat", "dog"]', 'labels = "cat,dog"',
          "task.labels Input should be a valid list"),
         ("[task]", '[train]\nchannels = 2\n[task]', "train.channels Input should be 1 or 3"),
@@ -194,3 +202,44 @@ def test_a_kind_brings_its_own_training_defaults_for_what_train_leaves_unset(
     # Classification keeps TrainSettings' own defaults.
     monkeypatch.delenv("ALPHA_TRAIN__EPOCHS")
     assert load_settings(write(tmp_path, GOOD_TOML)).train == TrainSettings()
+
+
+def test_label_studio_reads_the_bucket_with_its_own_key_or_else_alpha_s(tmp_path, monkeypatch):
+    """Without a key of its own (a user with one AWS key), Label Studio keeps working with
+    alpha's: the storage connection warns (see tests/integration/test_labelstudio.py)."""
+    fallback = load_settings(write(tmp_path, GOOD_TOML)).labelstudio_s3_keys
+    assert [k.get_secret_value() for k in fallback] == ["AKIAFILE", "file-secret"]
+    monkeypatch.setenv("ALPHA_LABELSTUDIO__S3_ACCESS_KEY_ID", "LSREADER")
+    monkeypatch.setenv("ALPHA_LABELSTUDIO__S3_SECRET_ACCESS_KEY", "ls-secret")
+    own = load_settings(write(tmp_path, GOOD_TOML)).labelstudio_s3_keys
+    assert [k.get_secret_value() for k in own] == ["LSREADER", "ls-secret"]
+
+
+def test_the_prefect_auth_string_goes_to_its_own_server_only(tmp_path, monkeypatch):
+    from alpha.config import point_prefect_at
+
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "stack.env").write_text("ALPHA_PREFECT__API_URL=http://127.0.0.1:4200/api\n"
+                                    "ALPHA_PREFECT__AUTH_STRING=alpha:generated-secret\n")
+    settings = load_settings(write(tmp_path, GOOD_TOML))
+    assert settings.prefect.auth_string.get_secret_value() == "alpha:generated-secret"
+    for name in ("PREFECT_API_URL", "PREFECT_API_AUTH_STRING"):
+        monkeypatch.delenv(name, raising=False)
+    point_prefect_at(settings)
+    assert os.environ["PREFECT_API_AUTH_STRING"] == "alpha:generated-secret"
+
+    # PREFECT_API_URL naming another server (Prefect Cloud, say): our password stays here.
+    monkeypatch.setenv("PREFECT_API_URL", "https://api.prefect.cloud/api/accounts/a/workspaces/w")
+    monkeypatch.delenv("PREFECT_API_AUTH_STRING")
+    point_prefect_at(settings)
+    assert "PREFECT_API_AUTH_STRING" not in os.environ
+
+
+def test_secret_values_are_every_secret_of_every_section_and_nothing_else(tmp_path, monkeypatch):
+    monkeypatch.setenv("ALPHA_LABELSTUDIO__S3_ACCESS_KEY_ID", "LSREADER")
+    monkeypatch.setenv("ALPHA_LABELSTUDIO__S3_SECRET_ACCESS_KEY", "ls-secret")
+    monkeypatch.setenv("ALPHA_PREFECT__AUTH_STRING", "alpha:prefect-secret")
+    found = load_settings(write(tmp_path, GOOD_TOML)).secret_values()
+    assert sorted(found) == sorted(["AKIAFILE", "file-secret", "token-from-file", "LSREADER",
+                                    "ls-secret", "alpha:prefect-secret"])
