@@ -59,12 +59,14 @@ def stack_up(
     db: Annotated[str | None, typer.Option(
         help="Label Studio's database, remembered for this install: sqlite (the default, "
         "enough for one annotator) or postgres (for a team annotating at once).")] = None,
+    only: Annotated[str | None, typer.Option(
+        help="Start only these services, comma-separated (e.g. s3,labelstudio).")] = None,
 ) -> None:
     """Install what is missing and start every service (idempotent)."""
     from infra import stack
 
     creds = stack.up(log=lambda line: console.print(f"[cyan]stack[/] {line}", highlight=False),
-                     db=db)
+                     db=db, only=only.split(",") if only else None)
     console.print(
         f"Label Studio: {stack.SERVICES['labelstudio'].url}  login: {creds['ls_username']}"
         f"  password: see {stack.stack_paths().credentials}", highlight=False

@@ -20,14 +20,14 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 
 from alpha.config import alpha_home
-from alpha.errors import ServiceUnavailable
+from alpha.errors import ConfigError, ServiceUnavailable
 from infra import postgres
 
 LABEL_STUDIO_VERSION = "1.23.2"
@@ -439,9 +439,8 @@ def stack_paths() -> StackPaths:
 def services(paths: StackPaths) -> list[Service]:
     """The install's services in start order: PostgreSQL, when chosen, before Label Studio
     (which needs it at start) and so stopped after it."""
-    chosen = [SERVICES["s3"], *([POSTGRES] if postgres.chosen_db(paths.home) == "postgres"
-                                else []), *(s for n, s in SERVICES.items() if n != "s3")]
-    return chosen
+    database = [POSTGRES] if postgres.chosen_db(paths.home) == "postgres" else []
+    return [SERVICES["s3"], *database, *(s for n, s in SERVICES.items() if n != "s3")]
 
 
 def _choose_db(paths: StackPaths, db: str | None, log: Callable[[str], None]) -> None:
@@ -462,20 +461,29 @@ def _choose_db(paths: StackPaths, db: str | None, log: Callable[[str], None]) ->
     postgres.choose_db(paths.home, db)
 
 
-def up(log: Callable[[str], None] = print, db: str | None = None) -> dict:
+def up(log: Callable[[str], None] = print, db: str | None = None,
+       only: Collection[str] | None = None) -> dict:
     """Start every service that is not running; return the generated credentials.
 
     `db` ("sqlite" or "postgres") chooses Label Studio's database for this install and is
-    remembered; None keeps the install's choice (SQLite at first).
+    remembered; None keeps the install's choice (SQLite at first). `only` names the services
+    to start (a test that needs S3 and Label Studio need not wait for Prefect).
     """
     paths = stack_paths()
     ensure_private_dirs(paths)
     _choose_db(paths, db, log)
+    chosen = services(paths)
+    if only is not None:
+        unknown = set(only) - {s.name for s in chosen}
+        if unknown:
+            raise ConfigError(f"No service {', '.join(sorted(unknown))} in this stack: choose "
+                              f"among {', '.join(s.name for s in chosen)}.")
+        chosen = [s for s in chosen if s.name in only]
     creds = ensure_credentials(paths)
     ensure_labelstudio_installed(paths, log)
-    if postgres.chosen_db(paths.home) == "postgres":
+    if POSTGRES in chosen:
         postgres.ensure_cluster(paths.home, creds["postgres_password"], log)
-    for service in services(paths):
+    for service in chosen:
         start_service(service, paths, creds, log)
     return creds
 

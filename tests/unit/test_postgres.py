@@ -129,3 +129,11 @@ def test_a_home_the_server_user_cannot_enter_is_refused_with_what_to_do(tmp_path
     with pytest.raises(ServiceUnavailable, match=r"cannot enter .*chmod o\+x"):
         postgres.ensure_cluster(blocked / "home", "pw", log=lambda line: None)
     assert not (blocked / "home" / "postgres").exists()
+
+
+def test_up_refuses_a_service_the_stack_does_not_run(
+    paths: stack.StackPaths, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ALPHA_HOME", str(paths.home))
+    with pytest.raises(ConfigError, match="No service postgres.*s3, labelstudio"):
+        stack.up(log=lambda line: None, only=["s3", "postgres"])  # SQLite: no postgres
