@@ -325,7 +325,7 @@ def count(project: LabelStudioProject, annotators: list[Annotator], pushed: list
 def table(rows: list[dict]) -> str:
     head = ("| db | annotators | annotations | requests | errors by status | retries | "
             "failed after retries | lost ann. / tasks | duplicated ann. / tasks | "
-            "annotations/s | save p50 / p95 (ms) | pulls |")
+            "annotations/s | save p50 / p95 (ms) | `next` without a task | pulls |")
     lines = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in rows:
         errors = ", ".join(f"{k}: {v}" for k, v in r["errors"].items()) or "none"
@@ -335,7 +335,7 @@ def table(rows: list[dict]) -> str:
             f"{r['retries']} | {failed} | {r['lost_annotations']} / {r['lost_tasks']} | "
             f"{r['duplicated_annotations']} / {r['duplicated_tasks']} | "
             f"{r['annotations_per_s']:.1f} | {r['save_p50_ms']:.0f} / {r['save_p95_ms']:.0f} | "
-            f"{r['pulls']} |")
+            f"{r['empty_queue_waits']} | {r['pulls']} |")
     return "\n".join(lines)
 
 
