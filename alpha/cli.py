@@ -72,11 +72,18 @@ def _settings(config: Path | None):
 # ---- stack -------------------------------------------------------------------------------
 @stack_app.command("up")
 @friendly_errors
-def stack_up() -> None:
+def stack_up(
+    db: Annotated[str | None, typer.Option(
+        help="Label Studio's database, remembered for this install: sqlite (the default, "
+        "enough for one annotator) or postgres (for a team annotating at once).")] = None,
+    only: Annotated[str | None, typer.Option(
+        help="Start only these services, comma-separated (e.g. s3,labelstudio).")] = None,
+) -> None:
     """Install what is missing and start every service (idempotent)."""
     from infra import stack
 
-    creds = stack.up(log=lambda line: console.print(f"[cyan]stack[/] {line}", highlight=False))
+    creds = stack.up(log=lambda line: console.print(f"[cyan]stack[/] {line}", highlight=False),
+                     db=db, only=only.split(",") if only else None)
     where = stack.stack_paths().credentials
     console.print(
         f"Label Studio: {stack.SERVICES['labelstudio'].url}  login: {creds['ls_username']}"
@@ -107,6 +114,7 @@ def stack_status() -> None:
         table.add_row(row["service"], row["url"], str(row["pid"] or "-"),
                       "yes" if row["healthy"] else "no", row["log"])
     console.print(table)
+    console.print(f"Label Studio's database: {stack.labelstudio_db()}", highlight=False)
     if not all(row["healthy"] for row in rows):
         raise typer.Exit(1)
 

@@ -9,8 +9,13 @@ Against the running local stack (`alpha stack up`), on the same server:
   each record in turn;
 - listing a project's tasks: the adapter's `task_image_ids` vs `tasks.list(fields="all")`.
 
-Both sides annotate with the simulated annotator in between (timed too, not compared). Each
-run makes its own S3 prefixes and projects and removes them at the end.
+Both sides annotate with the simulated annotator in between (timed too, not compared), or,
+with `--annotate import` (sizes the per-task API takes too long to annotate), the pull reads
+a second project per side holding the same images imported with their predictions and
+annotations. `--naive-tasks` runs the one-at-a-time side on fewer tasks: its rate (tasks/s)
+stands for the whole size, and the speed-ups are ratios of rates. Each run makes its own S3
+prefixes and projects and removes them at the end. It prints which database the stack's
+Label Studio uses (`alpha stack up --db`).
 
 `--kind semantic` times the adapter alone with segmentation tasks: composed 240x180 scenes,
 each pushed with a brush-RLE pre-annotation (one region per class), answered by the simulated
@@ -21,6 +26,7 @@ classes per 240x180 image, each pushed as its own brush region, pulled into segm
 and segment lists (checked: every object back with its pixels and class).
 
     ALPHA_HOME=... python bench/push_pull.py --tasks 1000
+    ALPHA_HOME=... python bench/push_pull.py --tasks 10000 --naive-tasks 500 --annotate import
     ALPHA_HOME=... python bench/push_pull.py --kind semantic --tasks 500
     ALPHA_HOME=... python bench/push_pull.py --kind instance --tasks 500 --objects 20
 """
@@ -36,14 +42,18 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 from PIL import Image
 
-from alpha.config import Settings, load_settings
+from alpha.config import Settings, alpha_home, load_settings
 from alpha.kinds import get_kind
+from alpha.kinds.base import Target
 from alpha.labelstudio import LabelStudioProject, PushItem
+from alpha.labelstudio.queue import IMPORT_CHUNK
 from alpha.records import LabelRecord, read_record, upsert_record
 from alpha.simulate import simulate_annotations
 from alpha.store import Store, image_id_from_key
+from infra import postgres
 
 LABELS = [str(d) for d in range(10)]
+LIST_ALL = "tasks.list(fields='all')"
 
 
 def settings_for(run: str, side: str) -> Settings:
@@ -108,7 +118,7 @@ def timed(label: str, n: int, fn, results: dict):
     start = time.perf_counter()
     out = fn()
     seconds = time.perf_counter() - start
-    results[label] = seconds
+    results[label] = (n, seconds)
     print(f"  {label:<38} {seconds:8.2f} s  {n / seconds:9.1f} tasks/s", flush=True)
     return out
 
@@ -163,7 +173,6 @@ def mask_run(n: int, run: str, kind_name: str, objects: int) -> None:
     """Push, annotate and pull n mask tasks through the adapter: semantic masks must come
     back pixel-identical; instance objects each with its pixels and class."""
     from alpha.datasets import compose_scenes
-    from alpha.kinds.base import Target
     from alpha.records import read_all_records, read_mask
 
     if kind_name == "semantic":
@@ -218,9 +227,35 @@ def mask_run(n: int, run: str, kind_name: str, objects: int) -> None:
         cleanup(project, store)
 
 
+def import_annotated(project: LabelStudioProject, items: list[PushItem], truth: dict,
+                     model_version: str) -> None:
+    """Give `project` one task per item carrying its prediction AND its true annotation, in
+    bulk imports: annotated tasks for the pull to read, made without one API call per
+    annotation (10,000 of those take about 25 minutes here)."""
+    kind, store = project.kind, project.store
+    tasks = [{"data": {kind.DATA_KEY: store.s3_uri(item.key), "image_id": item.image_id,
+                       "round": "bench"},
+              "predictions": [{"model_version": model_version, "score": item.score,
+                               "result": item.result}],
+              "annotations": [{"result": kind.result_from_target(
+                  Target(label=truth[item.image_id]), LABELS, (0, 0))}]}
+             for item in items]
+    for start in range(0, len(tasks), IMPORT_CHUNK):
+        project.client.projects.import_tasks(id=project.project_id,
+                                             request=tasks[start:start + IMPORT_CHUNK],
+                                             request_options={"timeout_in_seconds": 300})
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", type=int, default=1000)
+    parser.add_argument("--naive-tasks", type=int, default=None,
+                        help="tasks for the one-at-a-time side (default: --tasks); its rate "
+                        "stands for the whole size")
+    parser.add_argument("--annotate", choices=("api", "import"), default="api",
+                        help="api: the simulated annotator answers the pushed tasks, one call "
+                        "each; import: the pull reads a second project of the same images "
+                        "imported with their annotations (for sizes the API takes too long for)")
     parser.add_argument("--kind", choices=("classification", "semantic", "instance"),
                         default="classification")
     parser.add_argument("--objects", type=int, default=20,
@@ -230,54 +265,77 @@ def main() -> None:
     if args.kind != "classification":
         mask_run(n, run, args.kind, args.objects)
         return
+    sizes = {"bulk": n, "naive": args.naive_tasks or n}
     rng = np.random.default_rng(0)
-    sides = {}
+    sides, pull_sides = {}, {}
     for side in ("bulk", "naive"):
         settings = settings_for(run, side)
         store = Store.from_settings(settings)
         sides[side] = (LabelStudioProject(settings, store), store)
-    results: dict[str, float] = {}
+        if args.annotate == "import":
+            pulled = settings.model_copy(update={"labelstudio": settings.labelstudio.model_copy(
+                update={"project_title": f"alpha bench {run} {side} pull"})})
+            pull_sides[side] = (LabelStudioProject(pulled, store), store)
+    results: dict[str, tuple[int, float]] = {}
     try:
-        print(f"uploading {n} images per side, setting up projects ...", flush=True)
-        prepared = {side: upload_images(store, n, rng) for side, (_, store) in sides.items()}
-        for project, _ in sides.values():
+        print(f"Label Studio on {postgres.chosen_db(alpha_home())}; uploading "
+              f"{sizes['bulk']} + {sizes['naive']} images, setting up projects ...", flush=True)
+        prepared = {side: upload_images(store, sizes[side], rng)
+                    for side, (_, store) in sides.items()}
+        for project, _ in (*sides.values(), *pull_sides.values()):
             project.ensure_project()
 
         bulk, _ = sides["bulk"]
         naive, _ = sides["naive"]
         items, truth = prepared["bulk"]
-        print(f"push {n} tasks with predictions:")
-        timed("bulk push (adapter)", n, lambda: bulk.push(items, "bench-v1", "r1"), results)
         naive_items, naive_truth = prepared["naive"]
-        timed("one-at-a-time push (SDK)", n, lambda: naive_push(naive, naive_items, "bench-v1"),
+        print("push tasks with predictions:")
+        timed("bulk push (adapter)", n, lambda: bulk.push(items, "bench-v1", "r1"), results)
+        timed("one-at-a-time push (SDK)", sizes["naive"],
+              lambda: naive_push(naive, naive_items, "bench-v1"), results)
+
+        print(f"list {sizes['naive']} tasks (image id -> task id), both ways:")
+        timed("task_image_ids (DM include=id,data)", sizes["naive"], naive.task_image_ids,
               results)
+        timed(LIST_ALL, sizes["naive"], lambda: list(naive.client.tasks.list(
+            project=naive.project_id, fields="all", page_size=1000)), results)
 
-        print(f"list {n} tasks (image id -> task id):")
-        timed("task_image_ids (DM include=id,data)", n, bulk.task_image_ids, results)
-        timed("tasks.list(fields='all')", n, lambda: list(bulk.client.tasks.list(
-            project=bulk.project_id, fields="all", page_size=1000)), results)
+        if args.annotate == "api":
+            print("annotate (simulated annotator, per task; not compared):")
+            timed("simulate (bulk side)", n, lambda: simulate_annotations(bulk, truth), results)
+            timed("simulate (naive side)", sizes["naive"],
+                  lambda: simulate_annotations(naive, naive_truth), results)
+        else:
+            print("import the same images again, annotated, for the pull (not compared):")
+            bulk, _ = pull_sides["bulk"]
+            naive, _ = pull_sides["naive"]
+            timed("import annotated (bulk side)", n,
+                  lambda: import_annotated(bulk, items, truth, "bench-v1"), results)
+            timed("import annotated (naive side)", sizes["naive"],
+                  lambda: import_annotated(naive, naive_items, naive_truth, "bench-v1"), results)
 
-        print(f"annotate {n} tasks (simulated annotator, per task; not compared):")
-        timed("simulate (bulk side)", n, lambda: simulate_annotations(bulk, truth), results)
-        timed("simulate (naive side)", n, lambda: simulate_annotations(naive, naive_truth),
-              results)
-
-        print(f"pull {n} annotated tasks into label records:")
+        print("pull annotated tasks into label records:")
         pulled = timed("bulk pull (adapter)", n, bulk.pull, results)
         assert pulled.new == n, pulled
-        written = timed("one-at-a-time pull (SDK)", n, lambda: naive_pull(naive), results)
-        assert written == n, written
+        written = timed("one-at-a-time pull (SDK)", sizes["naive"], lambda: naive_pull(naive),
+                        results)
+        assert written == sizes["naive"], written
         again = timed("bulk pull again (nothing new)", n, bulk.pull, results)
         assert again.new == again.updated == 0
 
-        push_ratio = results["one-at-a-time push (SDK)"] / results["bulk push (adapter)"]
-        pull_ratio = results["one-at-a-time pull (SDK)"] / results["bulk pull (adapter)"]
-        list_ratio = results["tasks.list(fields='all')"] / results[
-            "task_image_ids (DM include=id,data)"]
-        print(f"speed-up: push x{push_ratio:.1f}, pull x{pull_ratio:.1f}, "
-              f"listing x{list_ratio:.1f}")
+        def ratio(fast: str, slow: str) -> float:
+            (n_fast, s_fast), (n_slow, s_slow) = results[fast], results[slow]
+            return (n_fast / s_fast) / (n_slow / s_slow)
+
+        push = ratio("bulk push (adapter)", "one-at-a-time push (SDK)")
+        pull = ratio("bulk pull (adapter)", "one-at-a-time pull (SDK)")
+        listing = ratio("task_image_ids (DM include=id,data)", LIST_ALL)
+        subset = (f" (one-at-a-time side: {sizes['naive']} tasks, its rate stands for {n})"
+                  if sizes["naive"] != n else "")
+        print(f"speed-up, tasks/s over tasks/s: push x{push:.1f}, pull x{pull:.1f}, "
+              f"listing x{listing:.1f}{subset}")
     finally:
-        for project, store in sides.values():
+        for project, store in (*sides.values(), *pull_sides.values()):
             cleanup(project, store)
 
 

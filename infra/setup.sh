@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install what is missing, and only that: Debian packages (Chromium for the browser test,
-# Fashion-MNIST for the demo) and the project's virtual environment in ./.venv, with stardist's
+# Fashion-MNIST for the demo, PostgreSQL for `alpha stack up --db postgres` and its test) and
+# the project's virtual environment in ./.venv, with stardist's
 # nuclei images (data only) for the instance segmentation demo and benchmark.
 # Label Studio gets its own virtual environment, installed by `alpha stack up`.
 set -euo pipefail
@@ -9,6 +10,9 @@ cd "$(dirname "$0")/.."
 apt_needed=()
 [ -x /usr/bin/chromium ] || apt_needed+=(chromium)
 [ -f /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz ] || apt_needed+=(dataset-fashion-mnist)
+# Always wanted, like Chromium: the PostgreSQL stack test runs in every CI run. The stack runs
+# its own cluster (infra/postgres.py); the package's own may start on 5432, unused by alpha.
+compgen -G "/usr/lib/postgresql/*/bin/postgres" >/dev/null || apt_needed+=(postgresql)
 if [ ${#apt_needed[@]} -gt 0 ]; then
   if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
     echo "setup: apt-get install ${apt_needed[*]}"
@@ -16,7 +20,8 @@ if [ ${#apt_needed[@]} -gt 0 ]; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${apt_needed[@]}" >/dev/null
   else
     echo "setup: cannot apt-get install ${apt_needed[*]} (needs root and apt):" \
-         "the demo falls back to scikit-learn's digits and the browser test is skipped." >&2
+         "the demo falls back to scikit-learn's digits; the browser and PostgreSQL tests" \
+         "are skipped." >&2
   fi
 fi
 

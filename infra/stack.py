@@ -1,4 +1,5 @@
-"""The local stack: an S3 server (SeaweedFS), Label Studio and a Prefect server on 127.0.0.1.
+"""The local stack: an S3 server (SeaweedFS), Label Studio and a Prefect server on 127.0.0.1,
+and PostgreSQL for Label Studio when `up(db="postgres")` chose it (infra/postgres.py).
 
 `up` installs what is missing (Label Studio's own virtual environment), generates secrets once
 per install (S3 keys for alpha and read-only ones for Label Studio, Label Studio's login and
@@ -21,14 +22,15 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
 
 from alpha.config import alpha_home
-from alpha.errors import ServiceUnavailable
+from alpha.errors import ConfigError, ServiceUnavailable
+from infra import postgres
 
 LABEL_STUDIO_VERSION = "1.23.2"
 HOST = "127.0.0.1"
@@ -58,10 +60,17 @@ class Service:
     # The generated secrets the process is given (credentials.json names): a running process
     # started without one of them is restarted by `up` (see _missing_secrets).
     secrets: tuple[str, ...] = ()
+    scheme: str = "http"
+    health: Callable[[Service, float], bool] | None = None
+    """A health check other than `GET health_path` answering one of `healthy_codes`."""
+    stop_signal: int = signal.SIGTERM
+    cwd: Callable[[StackPaths], Path] | None = None
+    """Where the server starts (default: its data folder), for one that must enter it as
+    another user."""
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        return f"{self.scheme}://{self.host}:{self.port}"
 
 
 @dataclass(frozen=True)
@@ -171,6 +180,9 @@ def _labelstudio_command(paths: StackPaths, creds: dict) -> list[str]:
 
 
 def _labelstudio_env(paths: StackPaths, creds: dict) -> dict[str, str]:
+    db = {}
+    if postgres.chosen_db(paths.home) == "postgres":
+        db = postgres.labelstudio_env(POSTGRES.host, POSTGRES.port, creds["postgres_password"])
     return {
         "LABEL_STUDIO_BASE_DATA_DIR": str(paths.data_dir("labelstudio")),
         "LABEL_STUDIO_USERNAME": creds["ls_username"],
@@ -185,6 +197,7 @@ def _labelstudio_env(paths: StackPaths, creds: dict) -> dict[str, str]:
         "COLLECT_ANALYTICS": "false",
         "HOME": str(paths.data_dir("labelstudio-home")),
         **_labelstudio_ssrf_env(),
+        **db,
     }
 
 
@@ -244,6 +257,17 @@ def _webhook_env(paths: StackPaths, creds: dict) -> dict[str, str]:
     }
 
 
+def _postgres_command(paths: StackPaths, creds: dict) -> list[str]:
+    return postgres.server_command(paths.home, POSTGRES.host, POSTGRES.port)
+
+
+POSTGRES = Service(
+    "postgres", _port("POSTGRES", 8432), "", _postgres_command, start_timeout_s=60,
+    scheme="postgresql", health=lambda s, timeout_s: postgres.is_ready(s.host, s.port, timeout_s),
+    # SIGINT is PostgreSQL's fast shutdown: SIGTERM would wait for Label Studio's connections.
+    stop_signal=signal.SIGINT, cwd=lambda paths: postgres.cluster_dir(paths.home))
+"""Label Studio's database when the install chose PostgreSQL (see `services`)."""
+
 SERVICES: dict[str, Service] = {
     "s3": Service("s3", _port("S3", 8333), "/", _s3_command, start_timeout_s=60,
                   healthy_codes=(200, 403),
@@ -290,6 +314,7 @@ ADDED_SECRETS: dict[str, Callable[[], str]] = {
     "prefect_auth_string": lambda: "alpha:" + secrets.token_urlsafe(32),
     "ls_s3_access_key_id": lambda: "alphals" + secrets.token_hex(8),
     "ls_s3_secret_access_key": lambda: secrets.token_urlsafe(30),
+    "postgres_password": lambda: secrets.token_urlsafe(24),
 }
 
 
@@ -375,6 +400,8 @@ def _port_in_use(port: int, host: str = HOST) -> bool:
 
 
 def is_healthy(service: Service, timeout_s: float = 3.0) -> bool:
+    if service.health is not None:
+        return service.health(service, timeout_s)
     try:
         response = httpx.get(service.url + service.health_path, timeout=timeout_s)
     except httpx.HTTPError:
@@ -438,7 +465,8 @@ def start_service(service: Service, paths: StackPaths, creds: dict, log) -> None
     with open(log_path, "ab") as log_handle:
         process = subprocess.Popen(
             service.command(paths, creds), stdout=log_handle, stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL, env=env, cwd=paths.data_dir(service.name),
+            stdin=subprocess.DEVNULL, env=env,
+            cwd=service.cwd(paths) if service.cwd else paths.data_dir(service.name),
             start_new_session=True,
         )
     record = {"pid": process.pid, "start_time": _start_time(process.pid),
@@ -454,13 +482,14 @@ def stop_service(service: Service, paths: StackPaths, log, timeout_s: float = 30
         paths.pid_file(service.name).unlink(missing_ok=True)
         log(f"{service.name}: not running (nothing this stack started)")
         return
-    os.killpg(pid, signal.SIGTERM)  # the group `up` created: the server and its children only
+    os.killpg(pid, service.stop_signal)  # the group `up` made: the server and its children only
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline and _start_time(pid) is not None:
         time.sleep(0.3)
     if _start_time(pid) is not None:
         os.killpg(pid, signal.SIGKILL)
-        log(f"{service.name}: did not stop on SIGTERM within {timeout_s:.0f} s, killed")
+        log(f"{service.name}: did not stop on {signal.Signals(service.stop_signal).name} "
+            f"within {timeout_s:.0f} s, killed")
     else:
         log(f"{service.name}: stopped")
     paths.pid_file(service.name).unlink(missing_ok=True)
@@ -470,20 +499,64 @@ def stack_paths() -> StackPaths:
     return StackPaths(alpha_home())
 
 
-def up(log: Callable[[str], None] = print) -> dict:
-    """Start every service that is not running; return the generated credentials."""
+def services(paths: StackPaths) -> list[Service]:
+    """The install's services in start order: PostgreSQL, when chosen, before Label Studio
+    (which needs it at start) and so stopped after it."""
+    database = [POSTGRES] if postgres.chosen_db(paths.home) == "postgres" else []
+    return [SERVICES["s3"], *database, *(s for n, s in SERVICES.items() if n != "s3")]
+
+
+def _choose_db(paths: StackPaths, db: str | None, log: Callable[[str], None]) -> None:
+    """Keep the install's database choice, refusing to change it under a running Label
+    Studio (it would keep the database it started with)."""
+    current = postgres.chosen_db(paths.home)
+    if db is None or db == current:
+        return
+    if recorded_pid(paths, "labelstudio") is not None:
+        raise ServiceUnavailable(
+            f"Label Studio is running on {current}: stop the stack (`alpha stack down`), "
+            f"then `alpha stack up --db {db}`."
+        )
+    if (paths.data_dir("labelstudio") / "label_studio.sqlite3").is_file() or (
+            postgres.cluster_dir(paths.home) / "PG_VERSION").is_file():
+        log(f"labelstudio: switching from {current} to {db}; projects are not copied between "
+            "databases (the bucket keeps every pulled label: `alpha relabel` refills a project)")
+    postgres.choose_db(paths.home, db)
+
+
+def up(log: Callable[[str], None] = print, db: str | None = None,
+       only: Collection[str] | None = None) -> dict:
+    """Start every service that is not running; return the generated credentials.
+
+    `db` ("sqlite" or "postgres") chooses Label Studio's database for this install and is
+    remembered; None keeps the install's choice (SQLite at first). `only` names the services
+    to start (a test that needs S3 and Label Studio need not wait for Prefect).
+    """
     paths = stack_paths()
     ensure_private_dirs(paths)
+    _choose_db(paths, db, log)
+    chosen = services(paths)
+    if only is not None:
+        unknown = set(only) - {s.name for s in chosen}
+        if unknown:
+            raise ConfigError(f"No service {', '.join(sorted(unknown))} in this stack: choose "
+                              f"among {', '.join(s.name for s in chosen)}.")
+        chosen = [s for s in chosen if s.name in only]
     creds = ensure_credentials(paths)
     ensure_labelstudio_installed(paths, log)
-    for service in SERVICES.values():
+    if POSTGRES in chosen:
+        postgres.ensure_cluster(paths.home, creds["postgres_password"], log)
+    for service in chosen:
         start_service(service, paths, creds, log)
     return creds
 
 
 def down(log: Callable[[str], None] = print) -> None:
     paths = stack_paths()
-    for service in reversed(list(SERVICES.values())):
+    chosen = services(paths)
+    if POSTGRES not in chosen and recorded_pid(paths, POSTGRES.name) is not None:
+        chosen.insert(1, POSTGRES)  # started before the install switched back to SQLite
+    for service in reversed(chosen):
         stop_service(service, paths, log)
 
 
@@ -497,5 +570,10 @@ def status() -> list[dict]:
             "healthy": is_healthy(s, timeout_s=1.0),
             "log": str(paths.log_file(s.name)),
         }
-        for s in SERVICES.values()
+        for s in services(paths)
     ]
+
+
+def labelstudio_db() -> str:
+    """The database Label Studio uses in this install ("sqlite" or "postgres")."""
+    return postgres.chosen_db(stack_paths().home)
