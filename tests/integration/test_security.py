@@ -54,7 +54,8 @@ pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
 SECRET_NAMES = ("s3_access_key_id", "s3_secret_access_key", "ls_token", "ls_password",
-                "prefect_auth_string", "ls_s3_access_key_id", "ls_s3_secret_access_key")
+                "prefect_auth_string", "ls_s3_access_key_id", "ls_s3_secret_access_key",
+                "postgres_password")
 MAX_PRESIGN_S = 15 * 60
 BATCH = 10
 Places = dict[str, bytes]
