@@ -25,9 +25,7 @@ from alpha.kinds import get_kind
 from alpha.kinds.base import Kind, Target
 from alpha.kinds.training import reporting_steps
 from alpha.records import LabelRecord, read_all_records, read_mask
-from alpha.store import Store
-
-MISSING_CODES = ("NoSuchKey", "404", "NotFound")
+from alpha.store import Store, is_missing, missing_image
 
 
 @dataclass
@@ -67,24 +65,21 @@ def fetch_images(store: Store, keys: Sequence[str]) -> tuple[list[bytes | None],
     try:
         return list(store.get_many(list(keys))), []
     except ClientError as error:
-        if error.response.get("Error", {}).get("Code") not in MISSING_CODES:
+        if not is_missing(error):
             raise
 
     def one(key: str) -> bytes | None:
         try:
             return store.get_bytes(key)
         except ClientError as error:
-            if error.response.get("Error", {}).get("Code") in MISSING_CODES:
+            if is_missing(error):
                 return None
             raise
 
     with ThreadPoolExecutor(max_workers=16) as pool:
         blobs = list(pool.map(one, keys))
-    missing = [
-        f"Image {key!r} is missing from the bucket: restore it or delete its label record."
-        for key, blob in zip(keys, blobs, strict=True)
-        if blob is None
-    ]
+    missing = [missing_image(key) for key, blob in zip(keys, blobs, strict=True)
+               if blob is None]
     return blobs, missing
 
 
