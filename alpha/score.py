@@ -39,10 +39,8 @@ from alpha.kinds import get_kind
 from alpha.pool_cache import PoolCache, Preprocessing, Shard, ShardInfo, ShardPlan
 from alpha.store import Store
 from alpha.strategies import BatchScores, top_k
+from alpha.strategies.batch import RANDOM_DRAW
 from alpha.train import LoadedModel
-
-RANDOM = "random"
-"""The score name of a seeded uniform draw per image (see `random_rank`)."""
 
 
 @dataclass
@@ -204,8 +202,8 @@ def score_shard(store: Store, loaded: LoadedModel, settings: Settings, shard: Sh
             gradients=job.gradients, random_state=settings.loop.random_state,
         )
         part_ids = [ids[i] for i in part]
-        if RANDOM in job.keep.rank_by:
-            scores.scores[RANDOM] = random_rank(part_ids, settings.loop.random_state)
+        if RANDOM_DRAW in job.keep.rank_by:
+            scores.scores[RANDOM_DRAW] = random_rank(part_ids, settings.loop.random_state)
         kept.add(part_ids, [shard.keys[i] for i in part], scores)
         if tick is not None:
             tick(len(part))
