@@ -141,24 +141,26 @@ def pool_job(ctx: RoundContext, strategy: str, records: Records, cold_start: boo
         exclude=frozenset(exclude),
         mc_samples=ctx.settings.loop.mc_samples if strategy in NEEDS_SAMPLES else 0,
         gradients=strategy in NEEDS_GRADIENTS,
-        keep=keep or selection_keep(ctx, strategy, cold_start))
+        keep=keep or selection_keep(ctx.settings, strategy, cold_start))
 
 
-def selection_keep(ctx: RoundContext, strategy: str, cold_start: bool = False) -> Keep:
+def selection_keep(settings: Settings, strategy: str, cold_start: bool = False) -> Keep:
     """What a selection by `strategy` needs of the scored pool.
 
     Every row for the strategies that compare the whole pool (WHOLE_POOL) and at a cold
     start (select_batch turns to TypiClust). Otherwise a candidate set of fixed size: the
     `limit` most uncertain by the strategy's measure and by margin (which the balance guard
     and cluster-margin rank by), and for random the `limit` highest seeded draws. `limit`
-    covers cluster-margin's candidates x k, the queue's ranked refills plus the batch, and
-    leaves the balance guard that much of the margin ranking to walk: a guard that finds a
-    class still short after it tops up from held-back images, as when the pool runs out.
+    covers cluster-margin's candidates x k and the queue's ranked refills plus the batch.
+    The one difference from a whole-pool selection: the balance guard walks the margin
+    ranking only as far as the candidates go, so a class still short of its share there is
+    topped up from the images it held back (as when the pool runs out), where the whole
+    ranking might have found more of that class further down.
     """
     if strategy != "random" and (cold_start or strategy in WHOLE_POOL):
         return Keep()
-    k = ctx.settings.loop.batch_size
-    limit = max(DEFAULT_CANDIDATES * k, _candidates_limit(ctx) + k)
+    k = settings.loop.batch_size
+    limit = max(DEFAULT_CANDIDATES * k, _candidates_limit(settings) + k)
     rank_by = {strategy_measure(strategy), "margin"}
     if strategy == "random":
         rank_by.add(RANDOM_DRAW)
@@ -189,14 +191,15 @@ def select_step(ctx: RoundContext, round_id: str, version: str, strategy: str,
         refills = ctx.settings.loop.queue_depth is not None  # else ranking is not worth a scoring
         if refills and (candidates or {}).get("model_version") != version:
             chosen = {item["image_id"] for item in existing["items"]}
-            keep = Keep((strategy_measure(strategy),), _candidates_limit(ctx) + len(chosen))
+            limit = _candidates_limit(ctx.settings) + len(chosen)
+            keep = Keep((strategy_measure(strategy),), limit)
             pool = scorer(ctx.store, load_model(ctx.store, version), ctx.settings,
                           pool_job(ctx, strategy, records, keep=keep), None)
             scores = _uncertainty(strategy, pool)
             write_candidates(ctx.store, round_id, version, strategy, ranked_candidates(
                 pool.image_ids, pool.keys, scores,
                 [i for i, image_id in enumerate(pool.image_ids) if image_id in chosen],
-                _candidates_limit(ctx)))
+                _candidates_limit(ctx.settings)))
         return {key: value for key, value in existing.items() if key != "items"}
     loop_settings = ctx.settings.loop
     loaded = load_model(ctx.store, version)
@@ -224,7 +227,7 @@ def select_step(ctx: RoundContext, round_id: str, version: str, strategy: str,
                "selected": len(items), "unreadable": pool.skipped}
     # The refills first: a selection on record means the round's scoring is complete.
     write_candidates(ctx.store, round_id, version, strategy, ranked_candidates(
-        pool.image_ids, pool.keys, scores, list(indices), _candidates_limit(ctx)))
+        pool.image_ids, pool.keys, scores, list(indices), _candidates_limit(ctx.settings)))
     write_round_record(ctx.store, round_id, "selection", {**summary, "items": items})
     return summary
 
@@ -233,12 +236,12 @@ def _uncertainty(strategy: str, pool: PoolScores) -> np.ndarray:
     return strategy_score(strategy, pool.scores) if len(pool.image_ids) else np.empty(0)
 
 
-def _candidates_limit(ctx: RoundContext) -> int:
+def _candidates_limit(settings: Settings) -> int:
     """Enough ranked images to keep the queue filled until the next model is ready: its
     depth plus the labels that start a retrain, twice over, since annotators go on draining
     the queue while that model trains (with 2 x the depth alone, bench/queue_day.py ran dry
     each time a training was slow)."""
-    loop_settings = ctx.settings.loop
+    loop_settings = settings.loop
     return 2 * (max(loop_settings.batch_size, loop_settings.queue_depth or 0)
                 + loop_settings.retrain_threshold)
 
