@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import deque
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 
@@ -213,27 +213,50 @@ def score_shard(store: Store, loaded: LoadedModel, settings: Settings, shard: Sh
     return ShardResult(info, kept_ids, kept_keys, kept_scores, len(readable), problems)
 
 
-def merge(results: Sequence[ShardResult], keep: Keep, n_classes: int) -> PoolScores:
-    """The pool's scores from its shards' (in shard order): their kept rows, kept again."""
-    kept = Candidates(keep)
-    for result in results:
+class PoolMerge:
+    """Shard results folded in, in shard order, into the pool's scores: the kept rows pruned
+    as they come (so a pool of any size holds a bounded candidate set, not every shard's),
+    the cache's manifest entries, the problems and the count of scored images."""
+
+    def __init__(self, keep: Keep, n_classes: int):
+        self.kept = Candidates(keep)
+        self.n_classes = n_classes
+        self.infos: list[ShardInfo] = []
+        self.problems: list[str] = []
+        self.n_scored = 0
+
+    def add(self, result: ShardResult) -> int:
+        """Fold one shard in; returns how many of its images were scored or unreadable."""
         if result.scores is not None:
-            kept.add(result.image_ids, result.keys, result.scores)
-    ids, keys, scores = kept.result()
-    return PoolScores(
-        image_ids=ids, keys=keys,
-        scores=scores if scores is not None else BatchScores(n_classes=n_classes),
-        skipped=[problem for result in results for problem in result.problems],
-        n_scored=sum(result.scored for result in results),
-    )
+            self.kept.add(result.image_ids, result.keys, result.scores)
+        if result.info is not None:
+            self.infos.append(result.info)
+        self.problems += result.problems
+        self.n_scored += result.scored
+        return result.scored + len(result.problems)
+
+    def scores(self) -> PoolScores:
+        ids, keys, scores = self.kept.result()
+        return PoolScores(
+            image_ids=ids, keys=keys,
+            scores=scores if scores is not None else BatchScores(n_classes=self.n_classes),
+            skipped=list(self.problems), n_scored=self.n_scored,
+        )
+
+
+def chosen_total(store: Store, job: ScoreJob) -> int:
+    """How many listed images `job` scores (one more listing of `images/`): the total a
+    progress bar needs before the first shard is done."""
+    return sum(job.chosen(ref.image_id) for ref in store.list_images())
 
 
 # ---- the pieces a distributed scoring maps (flows.score) --------------------------------
 def plan_job(store: Store, loaded: LoadedModel, settings: Settings, job: ScoreJob
-             ) -> list[tuple[ShardPlan, ScoreJob]]:
-    """Every shard of the pool with the part of `job` that concerns it."""
-    return [(plan, job.for_ids({store.image_id_for(key) for key in plan.keys}))
-            for plan in model_cache(store, loaded, settings).plan()]
+             ) -> Iterator[tuple[ShardPlan, ScoreJob]]:
+    """Every shard of the pool with the part of `job` that concerns it, one at a time (the
+    listing streams)."""
+    for plan in model_cache(store, loaded, settings).plan():
+        yield plan, job.for_ids({store.image_id_for(key) for key in plan.keys})
 
 
 def score_planned(store: Store, loaded: LoadedModel, settings: Settings, plan: ShardPlan,
@@ -243,12 +266,11 @@ def score_planned(store: Store, loaded: LoadedModel, settings: Settings, plan: S
     return score_shard(store, loaded, settings, *_load(cache, store, plan, job), job)
 
 
-def finish_job(store: Store, loaded: LoadedModel, settings: Settings, job: ScoreJob,
-               results: Sequence[ShardResult]) -> PoolScores:
-    """Record the pass's shards as the cache's manifest and merge their scores."""
-    model_cache(store, loaded, settings).commit(
-        [result.info for result in results if result.info is not None])
-    return merge(results, job.keep, len(loaded.labels))
+def finish_job(store: Store, loaded: LoadedModel, settings: Settings,
+               merged: PoolMerge) -> PoolScores:
+    """Record the pass's shards as the cache's manifest; the merged scores."""
+    model_cache(store, loaded, settings).commit(merged.infos)
+    return merged.scores()
 
 
 # ---- in one process ---------------------------------------------------------------------
@@ -258,7 +280,7 @@ def score_job(store: Store, loaded: LoadedModel, settings: Settings, job: ScoreJ
     while the model scores the one before. `progress(done, total)` after each batch;
     asking for it costs one more listing of `images/`, for the total."""
     cache = model_cache(store, loaded, settings)
-    total = sum(job.chosen(ref.image_id) for ref in store.list_images()) if progress else 0
+    total = chosen_total(store, job) if progress else 0
     done = 0
 
     def tick(n: int) -> None:
@@ -267,7 +289,7 @@ def score_job(store: Store, loaded: LoadedModel, settings: Settings, job: ScoreJ
         if progress is not None:
             progress(done, total)
 
-    results: list[ShardResult] = []
+    merged = PoolMerge(job.keep, len(loaded.labels))
     plans = cache.plan()
     ahead: deque[Future] = deque()
     with ThreadPoolExecutor(max_workers=settings.loop.score_prefetch) as loaders:
@@ -282,9 +304,8 @@ def score_job(store: Store, loaded: LoadedModel, settings: Settings, job: ScoreJ
         while ahead:
             shard, info = ahead.popleft().result()
             queue_next()
-            results.append(score_shard(store, loaded, settings, shard, info, job, tick))
-    cache.commit([result.info for result in results if result.info is not None])
-    return merge(results, job.keep, len(loaded.labels))
+            merged.add(score_shard(store, loaded, settings, shard, info, job, tick))
+    return finish_job(store, loaded, settings, merged)
 
 
 def score_pool(

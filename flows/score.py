@@ -14,10 +14,13 @@ around each shard's scoring in the worker, never for the flow's own process.
 
 from __future__ import annotations
 
+from collections import deque
+from collections.abc import Callable
 from functools import lru_cache
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
+from prefect.futures import PrefectFuture
 from prefect_dask import DaskTaskRunner
 
 from alpha.config import Settings, load_settings
@@ -25,9 +28,11 @@ from alpha.kinds.training import torch_threads
 from alpha.loop import PoolScorer
 from alpha.pool_cache import ShardPlan
 from alpha.score import (
+    PoolMerge,
     PoolScores,
     ScoreJob,
     ShardResult,
+    chosen_total,
     finish_job,
     plan_job,
     score_planned,
@@ -35,6 +40,9 @@ from alpha.score import (
 from alpha.store import Store
 from alpha.train import LoadedModel, load_model
 from flows.retries import NETWORK_RETRIES
+
+IN_FLIGHT = 3
+"""Shards submitted per worker ahead of the results: one scoring, the next ones queued."""
 
 
 def uses_dask(settings: Settings) -> bool:
@@ -73,27 +81,38 @@ def score_shard(config_file: str | None, version: str, plan: ShardPlan, job: Sco
 
 def dask_scorer(config_file: str | None, settings: Settings) -> PoolScorer | None:
     """A scorer for alpha.loop.select_step that maps the pool's shards over Dask, or None
-    when the settings name no cluster (then the flow's process scores)."""
+    when the settings name no cluster (then the flow's process scores).
+
+    Shards are submitted as the listing streams, at most IN_FLIGHT per worker at a time,
+    and each result is merged as it comes back, in shard order: the flow's process holds
+    the shards in flight and the candidates, not a plan or a result per shard of the pool.
+    """
     if not uses_dask(settings):
         return None
 
     def scorer(store: Store, loaded: LoadedModel, settings: Settings, job: ScoreJob,
-               progress) -> PoolScores:
-        planned = plan_job(store, loaded, settings, job)
-        total = sum(job.chosen(store.image_id_for(key)) for plan, _ in planned
-                    for key in plan.keys)
-        results: list[ShardResult] = []
+               progress: Callable[[int, int], None] | None) -> PoolScores:
+        total = chosen_total(store, job) if progress is not None else 0
+        merged = PoolMerge(job.keep, len(loaded.labels))
         done = 0
         with task_runner(settings) as runner:
-            futures = runner.map(score_shard, {
-                "config_file": [config_file] * len(planned),
-                "version": [loaded.version] * len(planned),
-                "plan": [plan for plan, _ in planned], "job": [part for _, part in planned]})
-            for future in futures:
-                results.append(future.result())
-                done += results[-1].scored + len(results[-1].problems)
+            limit = IN_FLIGHT * max(1, len(runner.client.scheduler_info().get("workers", {})))
+            window: deque[PrefectFuture[ShardResult]] = deque()
+
+            def collect() -> None:
+                nonlocal done
+                done += merged.add(window.popleft().result())
                 if progress is not None:
                     progress(done, total)
-        return finish_job(store, loaded, settings, job, results)
+
+            for plan, part in plan_job(store, loaded, settings, job):
+                window.append(runner.submit(score_shard, {
+                    "config_file": config_file, "version": loaded.version, "plan": plan,
+                    "job": part}))
+                if len(window) >= limit:
+                    collect()
+            while window:
+                collect()
+        return finish_job(store, loaded, settings, merged)
 
     return scorer
