@@ -261,6 +261,14 @@ def main() -> None:
         rates["fresh_machine"], _ = ours(store, loaded, settings, labeled)
         print(json.dumps(rates, indent=1), flush=True)
 
+        largest = max(sizes)
+        start = time.perf_counter()
+        listed = sum(1 for _ in stores[largest].list_image_etags())
+        results["listing_rate"] = listed / (time.perf_counter() - start)
+        local = cache_dir / store.bucket / store.prefix
+        results["cache_bytes_per_image"] = sum(
+            p.stat().st_size for p in local.rglob("*.npz")) / args.pool
+
         memory = results["memory"] = []
         for n in sizes:
             if n not in (int(s) for s in args.memory_sizes.split(",")):
