@@ -44,7 +44,6 @@ from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 from botocore.exceptions import ClientError
@@ -203,14 +202,12 @@ class PoolCache:
         return shards if firsts == sorted(firsts) else []
 
     # ---- plan ---------------------------------------------------------------------------
-    def plan(self, listing: Iterator[tuple[Any, str]] | None = None) -> Iterator[ShardPlan]:
-        """Shard by shard, what the pool is now: the listing (key order, `(ImageRef, ETag)`
-        pairs; default `store.list_image_etags()`) cut at the manifest's shard boundaries,
-        a run longer than 2 x shard_size cut into shard_size pieces. Streams: holds one
-        shard's entries at a time."""
+    def plan(self) -> Iterator[ShardPlan]:
+        """Shard by shard, what the pool is now: the listing of `images/` (key order, with
+        ETags) cut at the manifest's shard boundaries, a run longer than 2 x shard_size cut
+        into shard_size pieces. Streams: holds one shard's entries at a time."""
         old = self.manifest()
         bounds = [shard.first for shard in old[1:]]
-        listing = self.store.list_image_etags() if listing is None else listing
         group: list[Entry] = []
         j = 0
         index = 0
@@ -222,7 +219,7 @@ class PoolCache:
             index += 1
             return ShardPlan(index - 1, entries, cached, previous)
 
-        for ref, etag in listing:
+        for ref, etag in self.store.list_image_etags():
             while j < len(bounds) and ref.key >= bounds[j]:
                 if group:
                     yield made(group, old[j])
