@@ -9,10 +9,10 @@ Monte-Carlo sample or pixel outlives its batch.
 
 What is kept of the reduced rows is a `Keep`:
 - `Keep()` (every row): ids, keys, per-measure scores, predicted class, confidence and the
-  embedding `(n, d)` of every scored image, about (8 x measures + 4 d + 150) bytes an
-  image (d = 64: ~450 B; 45 MB at 100,000 images): what core-set, TypiClust and BADGE need,
-  since they compare every pool image with every other (BADGE's gradients are
-  `(n, classes x d)` on top).
+  embedding `(n, d)` of every scored image: about 4 d + 300 bytes an image (the small CNN's
+  d = 128: ~0.8 KB, 80 MB at 100,000 images, 8 GB at ten million), what core-set, TypiClust
+  and BADGE need, since they compare every pool image with every other (BADGE's gradients,
+  `(n, classes x d)`, come on top). This grows with the pool, by design.
 - `Keep(rank_by, limit)`: the `limit` best rows by each named score, merged: a candidate
   set whose size does not depend on the pool. Uncertainty top-k, cluster-margin (its
   candidates x k), the class-balance guard and the queue's ranked refills read only those

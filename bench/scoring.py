@@ -40,7 +40,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from alpha.config import Settings, load_settings
+from alpha.config import Settings, load_settings, point_prefect_at
 from alpha.images import decode_image
 from alpha.kinds import get_kind
 from alpha.loop import selection_keep
@@ -77,10 +77,13 @@ def write_config(folder: Path, prefix: str, image_size: int, cache_dir: Path,
     return path
 
 
-def upload(store: Store, n: int, image_size: int, seed: int) -> float:
-    """n images under images/pool/; returns images/s of the upload."""
+def upload(store: Store, n: int, image_size: int, seed: int) -> float | None:
+    """n images under images/pool/; returns images/s of the upload (None: they were
+    there already, from a run with --upload-only or --keep)."""
     rng = np.random.default_rng(seed)
     store.ensure_bucket()
+    if sum(1 for _ in store.list_images()) == n:
+        return None
     items = [(store.image_key(f"pool/{i:07d}.png"), png(LABELS[i % 3], image_size, rng))
              for i in range(n)]
     start = time.perf_counter()
@@ -154,24 +157,30 @@ def ours(store: Store, loaded: LoadedModel, settings: Settings, exclude: set[str
     return scored.n_scored / (time.perf_counter() - start), scored.n_scored
 
 
-def rss_mb() -> float:
+def status_mb(field: str) -> float:
+    """A /proc/self/status size (VmRSS: now; VmHWM: the peak since the last reset) in MB."""
     for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1]) / 1024
     return float("nan")
 
 
 def measure_memory(config: Path, model_prefix: str, mc: int, keep_all: bool) -> dict:
-    """In a fresh process: score the config's pool with the model of `model_prefix`;
-    peak RSS over the whole process, and RSS once the model is loaded (before scoring)."""
+    """In a fresh process: score the config's pool with the model of `model_prefix`.
+
+    Peak RSS is measured twice: over the whole process (`getrusage`: imports and the model
+    load included) and over the scoring alone (the kernel's peak, VmHWM, reset by writing
+    5 to /proc/self/clear_refs once the model is loaded), with the RSS at that moment."""
     settings = load_settings(config)
     store = Store.from_settings(settings)
     model_store = Store(store.client, store.bucket, model_prefix, store.endpoint)
     loaded = load_model(model_store)
-    before = rss_mb()
+    before = status_mb("VmRSS")
+    Path("/proc/self/clear_refs").write_text("5")
     rate, n = ours(store, loaded, settings, set(), mc=mc, keep=Keep() if keep_all else None)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return {"images": n, "rate": rate, "rss_before_mb": before, "peak_rss_mb": peak}
+    return {"images": n, "rate": rate, "rss_before_mb": before,
+            "scoring_peak_rss_mb": status_mb("VmHWM"),
+            "process_peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
 
 
 def memory_run(config: Path, model_prefix: str, mc: int, keep_all: bool = False) -> dict:
@@ -184,6 +193,7 @@ def memory_run(config: Path, model_prefix: str, mc: int, keep_all: bool = False)
 def dask_rates(config: Path, workers: list[int], exclude: set[str]) -> list[dict]:
     """The warm pool scored through flows.score on a LocalCluster of w workers: the whole
     call (cluster start included) and the cluster's start alone."""
+    point_prefect_at(load_settings(config))  # before Prefect: report to the stack's server
     from flows.score import dask_scorer, task_runner
 
     rows = []
@@ -216,6 +226,9 @@ def main() -> None:
     parser.add_argument("--workers", default="1,2", help="Dask worker counts")
     parser.add_argument("--json", type=Path, default=None, help="write the results here")
     parser.add_argument("--keep", action="store_true", help="keep the prefixes")
+    parser.add_argument("--run", default=None, help="reuse the prefixes of this run id")
+    parser.add_argument("--upload-only", action="store_true",
+                        help="upload the pools, keep them and stop (then --run ID)")
     parser.add_argument("--measure-memory", nargs=4, metavar=("CONFIG", "MODEL_PREFIX",
                                                               "MC", "KEEP_ALL"))
     args = parser.parse_args()
@@ -225,14 +238,15 @@ def main() -> None:
                                         keep_all == "1")))
         return
 
-    run = uuid.uuid4().hex[:6]
+    run = args.run or uuid.uuid4().hex[:6]
     folder = Path(tempfile.mkdtemp(prefix="alpha-bench-scoring-"))
     cache_dir = folder / "cache"
     sizes = sorted({args.pool, *(int(s) for s in args.memory_sizes.split(","))})
     configs = {n: write_config(folder, f"bench-scoring-{run}-{n}", args.image_size, cache_dir)
                for n in sizes}
     results: dict = {"run": run, "image_size": args.image_size, "sizes": sizes,
-                     "torch_threads": __import__("torch").get_num_threads()}
+                     "torch_threads": __import__("torch").get_num_threads(),
+                     "load_average_at_start": os.getloadavg()}
     stores = {n: Store.from_settings(load_settings(configs[n])) for n in sizes}
     began = time.perf_counter()
     try:
@@ -240,7 +254,10 @@ def main() -> None:
         for n in sizes:
             rate = upload(stores[n], n, args.image_size, seed=n)
             results["upload"][n] = rate
-            print(f"uploaded {n} images at {rate:.0f}/s", flush=True)
+            print(f"{n} images: uploaded at {rate or 0:.0f}/s", flush=True)
+        if args.upload_only:
+            print(f"uploaded; run the bench with --run {run}")
+            return
         settings = load_settings(configs[args.pool])
         store = stores[args.pool]
         labeled = label_some(store, 90)
@@ -291,7 +308,8 @@ def main() -> None:
         print(json.dumps(results["dask"], indent=1), flush=True)
     finally:
         results["total_s"] = time.perf_counter() - began
-        if not args.keep:
+        results["load_average_at_end"] = os.getloadavg()
+        if not args.keep and not args.upload_only:
             for n in sizes:
                 delete_prefix(stores[n])
             shutil.rmtree(folder, ignore_errors=True)
