@@ -202,8 +202,8 @@ def dask_rates(config: Path, workers: list[int], exclude: set[str]) -> list[dict
         store = Store.from_settings(settings)
         loaded = load_model(store)
         start = time.perf_counter()
-        with task_runner(settings):
-            pass
+        with task_runner(settings) as runner:
+            runner.client.wait_for_workers(w)  # the runner starts its cluster lazily
         started = time.perf_counter() - start
         job = ScoreJob(exclude=frozenset(exclude), keep=selection_keep(settings, STRATEGY))
         scorer = dask_scorer(str(config), settings)
