@@ -275,6 +275,31 @@ class LoopSettings(BaseModel):
         default=20, ge=2, description="Monte-Carlo dropout samples for Bayesian strategies."
     )
     score_batch_size: int = Field(default=256, ge=1)
+    cache_dir: str | None = Field(
+        default=None, description="The local copy of the pool cache (alpha.pool_cache; the "
+        "bucket holds it under cache/); unset: $ALPHA_HOME/cache. Safe to delete."
+    )
+    cache_shard_size: int = Field(
+        default=1024, ge=1, description="Images per pool cache shard: the unit that is "
+        "rebuilt when an image changes, and that a Dask worker scores."
+    )
+    score_prefetch: int = Field(
+        default=2, ge=1, description="Shards read or built (GET and decode, 16 images at "
+        "once each) ahead of the model while it scores."
+    )
+    score_threads: int | None = Field(
+        default=None, ge=1, description="Torch threads of each Dask scoring worker (1 when "
+        "unset); in-process scoring keeps torch's own setting."
+    )
+    dask_workers: int | None = Field(
+        default=None, ge=1, description="Score the pool's shards as Prefect tasks on a local "
+        "Dask cluster of this many worker processes; unset (and no dask_address): in the "
+        "flow's own process."
+    )
+    dask_address: str | None = Field(
+        default=None, description="The scheduler of an existing Dask cluster to score on "
+        "(tcp://host:8786); its workers need alpha, the same settings and the bucket."
+    )
     schedule_cron: str = "0 * * * *"
     min_new_labels: int = Field(
         default=0, ge=0, description="Retrain only when at least this many new labels arrived."

@@ -249,9 +249,11 @@ def annotator_work(records: dict[str, LabelRecord]
     return sorted(work.values(), key=lambda w: w.annotator), dict(sorted(per_hour.items()))
 
 
-def read_history(store: Store, settings: Settings) -> ProjectHistory:
-    """Everything the report shows, for the project in `settings` (the bucket only)."""
-    records = read_all_records(store)
+def read_history(store: Store, settings: Settings,
+                 records: dict[str, LabelRecord] | None = None) -> ProjectHistory:
+    """Everything the report shows, for the project in `settings` (the bucket only);
+    `records`: the label records already read (default: read them)."""
+    records = read_all_records(store) if records is None else records
     rounds, unfinished = read_rounds(store, records)
     labels = list(settings.task.labels)
     counts, unreadable = class_counts(store, records, labels)

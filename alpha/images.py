@@ -127,8 +127,15 @@ def image_size(data: bytes) -> tuple[int, int]:
 def decode_image(data: bytes, name: str, size: Size, channels: int) -> np.ndarray:
     """Decode to float32 (channels, height, width) in [0, 1], the layout the models expect.
 
-    `size` is one side of a square or (width, height).
+    `size` is one side of a square or (width, height). Exactly `decode_pixels(...) / 255`,
+    so pixels kept as uint8 (alpha.pool_cache) give the model the same floats.
     """
+    return to_float(decode_pixels(data, name, size, channels))
+
+
+def decode_pixels(data: bytes, name: str, size: Size, channels: int) -> np.ndarray:
+    """Decode to uint8 (channels, height, width) at `size`: what a model sees before the
+    scaling to [0, 1], a quarter of its bytes (what the pool cache keeps)."""
     if channels not in _MODES:
         raise ValueError(f"channels must be 1 or 3, not {channels}")
     mode = _MODES[channels]
@@ -146,10 +153,15 @@ def decode_image(data: bytes, name: str, size: Size, channels: int) -> np.ndarra
             raise ImageError(
                 f"Image {name!r} cannot be read ({_cause(error)}): replace or remove it."
             ) from None
-    array = np.asarray(converted, dtype=np.float32) / 255.0
+    array = np.asarray(converted, dtype=np.uint8)
     if array.ndim == 2:
         return array[np.newaxis]
     return np.ascontiguousarray(array.transpose(2, 0, 1))
+
+
+def to_float(pixels: np.ndarray) -> np.ndarray:
+    """uint8 pixels `(..., C, H, W)` as the float32 in [0, 1] the models take."""
+    return np.asarray(pixels, dtype=np.float32) / 255.0
 
 
 def _to_mode(image: Image.Image, mode: str) -> Image.Image:

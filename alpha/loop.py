@@ -27,15 +27,17 @@ from alpha.queue_depth import (
 )
 from alpha.records import LabelRecord, read_all_records
 from alpha.rounds import read_round_record, write_round_record
-from alpha.score import score_pool
+from alpha.score import Keep, PoolScores, ScoreJob, score_job, score_pool
 from alpha.store import Store
 from alpha.strategies import (
+    DEFAULT_CANDIDATES,
     NEEDS_GRADIENTS,
     NEEDS_SAMPLES,
     select_batch,
     strategy_measure,
     strategy_score,
 )
+from alpha.strategies.batch import RANDOM_DRAW
 from alpha.train import LoadedModel, load_model, model_images, new_usable_labels, train_model
 
 
@@ -70,10 +72,15 @@ def pull_step(ctx: RoundContext, round_id: str | None) -> dict:
     return summary
 
 
-def label_counts(ctx: RoundContext) -> dict[str, Any]:
+Records = dict[str, LabelRecord]
+"""The project's label records by image id, read once per flow run and passed to each step
+that needs them; a step given none reads them itself, so each stays re-runnable alone."""
+
+
+def label_counts(ctx: RoundContext, records: Records | None = None) -> dict[str, Any]:
     """Labels by status, how far annotators agree where several annotated one image, and how
     much of the pre-annotations they changed (the work pre-filling did not save them)."""
-    records = read_all_records(ctx.store).values()
+    records = (read_all_records(ctx.store) if records is None else records).values()
     labeled = [r for r in records if r.status == "labeled"]
     overlapped = [r.agreement for r in labeled if r.agreement is not None]
     changed = [r.changed for r in labeled if r.changed is not None]
@@ -89,63 +96,118 @@ def label_counts(ctx: RoundContext) -> dict[str, Any]:
 
 
 def train_step(ctx: RoundContext, min_new: int | None = None,
-               progress: Callable[[int, int], None] | None = None) -> dict:
+               progress: Callable[[int, int], None] | None = None,
+               records: Records | None = None) -> dict:
     """Train a new model, unless fewer than `min_new` (default loop.min_new_labels) usable
     labels arrived since the last one; `new_labels` says how many did. `progress(done,
     total)` follows the training steps."""
+    records = read_all_records(ctx.store) if records is None else records
     try:
         latest = load_model(ctx.store)
     except DataError:  # no model yet
         latest = None
     threshold = ctx.settings.loop.min_new_labels if min_new is None else min_new
     metric = get_kind(ctx.settings.task.kind).PRIMARY_METRIC
-    new = new_usable_labels(ctx.store, ctx.settings)
+    new = new_usable_labels(ctx.store, ctx.settings, records)
     if latest is not None and new < threshold:
         return {"version": latest.version, "metrics": latest.metrics["metrics"], "trained": False,
                 "primary_metric": metric, "new_labels": new}
-    info = train_model(ctx.store, ctx.settings, progress=progress)
+    info = train_model(ctx.store, ctx.settings, progress=progress, records=records)
     return {"version": info.version, "metrics": info.metrics, "trained": True,
             "primary_metric": metric, "new_labels": new}
 
 
 LABELED_EMBEDDINGS = frozenset({"coreset", "typiclust"})
 """Strategies that place the pool relative to the labeled images' embeddings."""
+WHOLE_POOL = frozenset({"coreset", "typiclust", "badge"})
+"""Strategies that compare every pool image with every other: their scoring keeps every
+row's embedding (or BADGE's gradients); the others keep a bounded candidate set."""
+
+PoolScorer = Callable[[Store, LoadedModel, Settings, ScoreJob,
+                       Callable[[int, int], None] | None], PoolScores]
+"""How the pool gets scored: in this process (alpha.score.score_job, the default), or
+mapped over a cluster's workers (flows.score)."""
+
+
+def pool_job(ctx: RoundContext, strategy: str, records: Records, cold_start: bool = False,
+             keep: Keep | None = None) -> ScoreJob:
+    """What scoring the pool for `strategy` means: every image neither labeled nor queued,
+    Monte-Carlo samples or BADGE's gradients where the strategy needs them, and what to keep
+    of the scored rows (`keep`, default `selection_keep`)."""
+    # A retracted label's image may be chosen again once its task is gone from the queue.
+    exclude = {i for i, r in records.items() if r.status != "retracted"}
+    exclude |= set(ctx.project.task_image_ids())
+    return ScoreJob(
+        exclude=frozenset(exclude),
+        mc_samples=ctx.settings.loop.mc_samples if strategy in NEEDS_SAMPLES else 0,
+        gradients=strategy in NEEDS_GRADIENTS,
+        keep=keep or selection_keep(ctx.settings, strategy, cold_start))
+
+
+def selection_keep(settings: Settings, strategy: str, cold_start: bool = False) -> Keep:
+    """What a selection by `strategy` needs of the scored pool.
+
+    Every row for the strategies that compare the whole pool (WHOLE_POOL) and at a cold
+    start (select_batch turns to TypiClust). Otherwise a candidate set of fixed size: the
+    `limit` most uncertain by the strategy's measure and by margin (which the balance guard
+    and cluster-margin rank by), and for random the `limit` highest seeded draws. `limit`
+    covers cluster-margin's candidates x k and the queue's ranked refills plus the batch.
+    The one difference from a whole-pool selection: the balance guard walks the margin
+    ranking only as far as the candidates go, so a class still short of its share there is
+    topped up from the images it held back (as when the pool runs out), where the whole
+    ranking might have found more of that class further down.
+    """
+    if strategy != "random" and (cold_start or strategy in WHOLE_POOL):
+        return Keep()
+    k = settings.loop.batch_size
+    limit = max(DEFAULT_CANDIDATES * k, _candidates_limit(settings) + k)
+    rank_by = {strategy_measure(strategy), "margin"}
+    if strategy == "random":
+        rank_by.add(RANDOM_DRAW)
+    return Keep(tuple(sorted(rank_by)), limit)
 
 
 def select_step(ctx: RoundContext, round_id: str, version: str, strategy: str,
-                progress: Callable[[int, int], None] | None = None) -> dict:
+                progress: Callable[[int, int], None] | None = None, *,
+                records: Records | None = None, scorer: PoolScorer | None = None) -> dict:
     """Score the pool with the model and write the round's selection (reused on a re-run),
     and the rest of the pool ranked by the same scores (the queue's refills, see
     alpha.queue_depth).
 
     Only what the strategy needs is computed: Monte-Carlo samples for Bayesian measures,
     BADGE's gradient embeddings, and the labeled images' embeddings for the strategies that
-    compare the pool with what is already labeled (core-set, TypiClust). The record holds
-    ids, keys and scores only: push predicts the chosen images again for their
-    pre-annotations. A resumed round whose selection an older model made keeps it, and only
-    ranks the pool by `version` for the refills. `progress(done, total)` follows the
-    scoring of the pool.
+    compare the pool with what is already labeled (core-set, TypiClust); only what it reads
+    is kept (see `selection_keep`). The record holds ids, keys and scores only: push
+    predicts the chosen images again for their pre-annotations. A resumed round whose
+    selection an older model made keeps it, and only ranks the pool by `version` for the
+    refills. `progress(done, total)` follows the scoring of the pool; `scorer` scores it
+    (default: in this process); `records` are the round's label records (default: read).
     """
+    scorer = scorer or score_job
+    records = read_all_records(ctx.store) if records is None else records
     existing = read_round_record(ctx.store, round_id, "selection")
     if existing is not None:
         candidates = read_round_record(ctx.store, round_id, CANDIDATES)
         refills = ctx.settings.loop.queue_depth is not None  # else ranking is not worth a scoring
         if refills and (candidates or {}).get("model_version") != version:
-            pool = _score_unlabeled(ctx, version, strategy)
-            scores = _uncertainty(strategy, pool)
             chosen = {item["image_id"] for item in existing["items"]}
+            limit = _candidates_limit(ctx.settings) + len(chosen)
+            keep = Keep((strategy_measure(strategy),), limit)
+            pool = scorer(ctx.store, load_model(ctx.store, version), ctx.settings,
+                          pool_job(ctx, strategy, records, keep=keep), None)
+            scores = _uncertainty(strategy, pool)
             write_candidates(ctx.store, round_id, version, strategy, ranked_candidates(
                 pool.image_ids, pool.keys, scores,
                 [i for i, image_id in enumerate(pool.image_ids) if image_id in chosen],
-                _candidates_limit(ctx)))
+                _candidates_limit(ctx.settings)))
         return {key: value for key, value in existing.items() if key != "items"}
     loop_settings = ctx.settings.loop
     loaded = load_model(ctx.store, version)
-    records = read_all_records(ctx.store)
     labeled_ids = {image_id for image_id, r in records.items() if r.status == "labeled"}
-    pool = _score_unlabeled(ctx, version, strategy, loaded, records, progress)
-    labeled_embeddings = None
     cold_start = len(labeled_ids) < len(loaded.labels)  # select_batch switches to TypiClust
+    pool = scorer(ctx.store, loaded, ctx.settings,
+                  pool_job(ctx, strategy, records, cold_start), progress)
+    labeled_embeddings = None
     if (strategy in LABELED_EMBEDDINGS or cold_start) and labeled_ids:
         labeled_embeddings = score_pool(
             ctx.store, loaded, ctx.settings, include=labeled_ids
@@ -161,41 +223,25 @@ def select_step(ctx: RoundContext, round_id: str, version: str, strategy: str,
         for i in indices
     ]
     summary = {"strategy": strategy, "measure": strategy_measure(strategy),
-               "model_version": version, "pool_size": len(pool.image_ids),
+               "model_version": version, "pool_size": pool.n_scored,
                "selected": len(items), "unreadable": pool.skipped}
     # The refills first: a selection on record means the round's scoring is complete.
     write_candidates(ctx.store, round_id, version, strategy, ranked_candidates(
-        pool.image_ids, pool.keys, scores, list(indices), _candidates_limit(ctx)))
+        pool.image_ids, pool.keys, scores, list(indices), _candidates_limit(ctx.settings)))
     write_round_record(ctx.store, round_id, "selection", {**summary, "items": items})
     return summary
 
 
-def _score_unlabeled(ctx: RoundContext, version: str, strategy: str,
-                     loaded: LoadedModel | None = None,
-                     records: dict[str, LabelRecord] | None = None,
-                     progress: Callable[[int, int], None] | None = None):
-    """The pool (images neither labeled nor queued) scored by model `version`, with what
-    the strategy needs."""
-    loaded = loaded or load_model(ctx.store, version)
-    records = read_all_records(ctx.store) if records is None else records
-    # A retracted label's image may be chosen again once its task is gone from the queue.
-    exclude = {i for i, r in records.items() if r.status != "retracted"}
-    exclude |= set(ctx.project.task_image_ids())
-    return score_pool(ctx.store, loaded, ctx.settings, exclude=exclude,
-                      mc_samples=ctx.settings.loop.mc_samples if strategy in NEEDS_SAMPLES else 0,
-                      gradients=strategy in NEEDS_GRADIENTS, progress=progress)
-
-
-def _uncertainty(strategy: str, pool) -> np.ndarray:
+def _uncertainty(strategy: str, pool: PoolScores) -> np.ndarray:
     return strategy_score(strategy, pool.scores) if len(pool.image_ids) else np.empty(0)
 
 
-def _candidates_limit(ctx: RoundContext) -> int:
+def _candidates_limit(settings: Settings) -> int:
     """Enough ranked images to keep the queue filled until the next model is ready: its
     depth plus the labels that start a retrain, twice over, since annotators go on draining
     the queue while that model trains (with 2 x the depth alone, bench/queue_day.py ran dry
     each time a training was slow)."""
-    loop_settings = ctx.settings.loop
+    loop_settings = settings.loop
     return 2 * (max(loop_settings.batch_size, loop_settings.queue_depth or 0)
                 + loop_settings.retrain_threshold)
 
@@ -277,9 +323,10 @@ def _before_the_end(progress: Callable[[int, int], None] | None
     return call
 
 
-def refill_step(ctx: RoundContext) -> dict:
+def refill_step(ctx: RoundContext, records: Records | None = None) -> dict:
     """Top the queue up to loop.queue_depth from the latest model's ranked candidates, once
-    annotators drained it below loop.queue_low; nothing is trained or scored."""
+    annotators drained it below loop.queue_low; nothing is trained or scored. `records`:
+    the label records already read (default: read them)."""
     depth = ctx.settings.loop.queue_depth
     if depth is None:
         return {"pushed": 0, "reason": "no loop.queue_depth"}
@@ -290,7 +337,7 @@ def refill_step(ctx: RoundContext) -> dict:
     if found is None:
         return {"pushed": 0, "queued": queued, "reason": "no candidates of the latest model"}
     round_id, candidates = found
-    records = read_all_records(ctx.store)
+    records = read_all_records(ctx.store) if records is None else records
     taken = {i for i, r in records.items() if r.status != "retracted"}
     taken |= set(ctx.project.task_image_ids())
     space = room(depth, queued) or 0

@@ -37,6 +37,9 @@ MAX_KEY_BYTES = 1024  # S3's limit on a whole key
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
 _JOINERS = ("\u200c", "\u200d")
 
+MISSING_CODES = ("NoSuchKey", "404", "NotFound")
+"""The error codes S3 servers answer a GET or HEAD of a key that does not exist with."""
+
 P = ParamSpec("P")
 R = TypeVar("R")
 
@@ -103,6 +106,16 @@ def _shown(name: str, limit: int = 80) -> str:
     """A name for a message: repr (control characters visible), cut when very long."""
     text = repr(name)
     return text if len(text) <= limit else f"{text[:limit]}...' ({len(name)} characters)"
+
+
+def is_missing(error: ClientError) -> bool:
+    """Whether `error` says the object does not exist (see MISSING_CODES)."""
+    return error.response.get("Error", {}).get("Code") in MISSING_CODES
+
+
+def missing_image(key: str) -> str:
+    """The problem of an image listed, then gone before it could be read."""
+    return f"Image {key!r} is missing from the bucket: restore it or delete its label record."
 
 
 def make_s3_client(settings: S3Settings):
@@ -325,9 +338,15 @@ class Store:
 
     # ---- the layout -------------------------------------------------------------------
     def list_images(self) -> Iterator[ImageRef]:
-        for key in self.list_keys("images/"):
+        return (ref for ref, _ in self.list_image_etags())
+
+    def list_image_etags(self) -> Iterator[tuple[ImageRef, str]]:
+        """Every image under `images/` in key order with its ETag, which changes whenever
+        its bytes do (the pool cache's test of what changed)."""
+        for item in self.list_entries("images/"):
+            key = item["Key"]
             if key.lower().endswith(IMAGE_SUFFIXES):
-                yield ImageRef(self.image_id_for(key), key)
+                yield ImageRef(self.image_id_for(key), key), str(item.get("ETag", ""))
 
     def list_label_ids(self) -> set[str]:
         start = len(self.key("labels")) + 1

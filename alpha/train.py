@@ -25,9 +25,7 @@ from alpha.kinds import get_kind
 from alpha.kinds.base import Kind, Target
 from alpha.kinds.training import reporting_steps
 from alpha.records import LabelRecord, read_all_records, read_mask
-from alpha.store import Store
-
-MISSING_CODES = ("NoSuchKey", "404", "NotFound")
+from alpha.store import Store, is_missing, missing_image
 
 
 @dataclass
@@ -67,24 +65,21 @@ def fetch_images(store: Store, keys: Sequence[str]) -> tuple[list[bytes | None],
     try:
         return list(store.get_many(list(keys))), []
     except ClientError as error:
-        if error.response.get("Error", {}).get("Code") not in MISSING_CODES:
+        if not is_missing(error):
             raise
 
     def one(key: str) -> bytes | None:
         try:
             return store.get_bytes(key)
         except ClientError as error:
-            if error.response.get("Error", {}).get("Code") in MISSING_CODES:
+            if is_missing(error):
                 return None
             raise
 
     with ThreadPoolExecutor(max_workers=16) as pool:
         blobs = list(pool.map(one, keys))
-    missing = [
-        f"Image {key!r} is missing from the bucket: restore it or delete its label record."
-        for key, blob in zip(keys, blobs, strict=True)
-        if blob is None
-    ]
+    missing = [missing_image(key) for key, blob in zip(keys, blobs, strict=True)
+               if blob is None]
     return blobs, missing
 
 
@@ -151,13 +146,16 @@ def label_snapshot(record: LabelRecord) -> str | None:
     return record.label if record.mask is None else record.mask.sha256
 
 
-def new_usable_labels(store: Store, settings: Settings) -> int:
+def new_usable_labels(store: Store, settings: Settings,
+                      records: dict[str, LabelRecord] | None = None) -> int:
     """Usable labels the latest model has not learned from: new images, and labels changed
     since it was trained. Labels it could not use (an unknown class, an unreadable mask) and
     those whose image it could not read when it was trained are not counted, so they do not
-    look new on every round; all of them count before the first model."""
+    look new on every round; all of them count before the first model. `records`: the
+    label records already read this round (default: read them)."""
     kind = get_kind(settings.task.kind)
-    usable, _ = _usable(store, kind, read_all_records(store), settings.task.labels)
+    records = read_all_records(store) if records is None else records
+    usable, _ = _usable(store, kind, records, settings.task.labels)
     latest = store.get_json(latest_key(store)) or {}
     version = latest.get("version")
     if not version:
@@ -184,12 +182,15 @@ def _check_version(version: str) -> str:
 
 
 def train_model(store: Store, settings: Settings, version: str | None = None,
-                progress: Callable[[int, int], None] | None = None) -> ModelInfo:
-    """Train on every usable label in the bucket and publish the model as the latest;
-    `progress(done, total)` follows the optimiser steps (see `reporting_steps`)."""
+                progress: Callable[[int, int], None] | None = None,
+                records: dict[str, LabelRecord] | None = None) -> ModelInfo:
+    """Train on every usable label in the bucket (`records`: the label records already read
+    this round; default: read them) and publish the model as the latest; `progress(done,
+    total)` follows the optimiser steps (see `reporting_steps`)."""
     kind = get_kind(settings.task.kind)
     labels = settings.task.labels
-    usable, ignored = _usable(store, kind, read_all_records(store), labels)
+    records = read_all_records(store) if records is None else records
+    usable, ignored = _usable(store, kind, records, labels)
     if not usable:
         raise DataError(
             "No usable labels in the bucket: label some images (seed labels or Label Studio) "

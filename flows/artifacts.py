@@ -19,6 +19,7 @@ from prefect.artifacts import (
 
 from alpha import loop
 from alpha.history import read_history, rounds_table
+from alpha.records import LabelRecord
 from alpha.report import publish_report
 
 ROUND_STEPS = ("pull", "train", "score-and-select", "push", "finish-round")
@@ -30,10 +31,12 @@ def artifact_key(what: str, prefix: str) -> str:
     return re.sub(r"[^a-z0-9-]+", "-", f"alpha-{what}-{prefix}".lower())[:60]
 
 
-def publish_history(ctx: loop.RoundContext) -> str:
+def publish_history(ctx: loop.RoundContext, records: dict[str, LabelRecord] | None = None
+                    ) -> str:
     """Write the report page into the bucket and the table of every round so far as an
-    artifact; return the report's s3:// URI."""
-    history = read_history(ctx.store, ctx.settings)
+    artifact; return the report's s3:// URI. `records`: the round's label records (default:
+    read them)."""
+    history = read_history(ctx.store, ctx.settings, records)
     uri = publish_report(ctx.store, history)
     create_table_artifact(
         key=artifact_key("rounds", ctx.settings.s3.prefix),

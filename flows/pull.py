@@ -21,7 +21,8 @@ from alpha.train import latest_key, new_usable_labels
 from flows.locks import ProjectBusy, project_lock
 from flows.names import PULL_FLOW, TRAIN_FLOW, deployment_name, full_name
 from flows.pending import runs_under_way
-from flows.round import NETWORK_RETRIES, pull_labels, refill_queue
+from flows.retries import NETWORK_RETRIES
+from flows.round import pull_labels, refill_queue
 
 REFILL_WAIT_S = 5.0
 RETRY_AFTER_S = 3600

@@ -4,38 +4,37 @@ schedule) and `train_and_select` (the same without the pull, started by the pull
 
 Thin on purpose: each task calls one step of alpha.loop and adds retries where a network is
 involved. Parameters carry only the config file path and the strategy, never secrets: each
-task loads the settings itself from the file and the environment.
+task loads the settings itself from the file and the environment. The label records are
+read once per run, after the pull, and handed to the steps that need them (training, the
+selection, the refill, the counts and the report; `quote`d, so Prefect does not walk them);
+a step run on its own reads them itself. The pool is scored in the flow's process, or on
+Dask when the settings name a cluster (flows.score).
 """
 
 from __future__ import annotations
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
+from prefect.utilities.annotations import quote
 
 from alpha import loop
 from alpha.config import load_settings
-from alpha.errors import AlphaError, ConfigError, ServiceRefused, ServiceUnavailable
+from alpha.errors import AlphaError, ConfigError
 from alpha.progress import bar, both
+from alpha.records import read_all_records
 from alpha.rounds import current_round_id
+from alpha.store import Store
 from alpha.strategies import STRATEGIES
 from flows.artifacts import RoundProgress, StepProgress, artifact_key, publish_history
 from flows.locks import project_lock
 from flows.names import ROUND_FLOW, TRAIN_FLOW, webhook_target
+from flows.retries import NETWORK_RETRIES
+from flows.score import dask_scorer
 
-
-def _may_pass(task, task_run, state) -> bool:
-    """Retry what a wait can fix (a service down or restarting, a dropped connection), not
-    a problem the user must fix (bad settings, bad data): retrying those only delays the
-    message."""
-    error = state.data
-    if isinstance(error, ServiceRefused):  # wrong credentials, a missing bucket...
-        return False
-    return not isinstance(error, AlphaError) or isinstance(error, ServiceUnavailable)
-
-
-NETWORK_RETRIES = {
-    "retries": 3, "retry_delay_seconds": [2, 10, 30], "retry_condition_fn": _may_pass,
-}
+# Tasks handed the label records compute no cache key: hashing every record would cost
+# more than the step saves, and their results are not persisted anyway.
+WITH_RECORDS = {**NETWORK_RETRIES, "cache_policy": NO_CACHE}
 
 
 @task(name="begin-round", **NETWORK_RETRIES)
@@ -59,19 +58,29 @@ def pull_labels(config_file: str | None, round_id: str | None) -> dict:
         return pulled
 
 
+@task(name="read-labels", **WITH_RECORDS)
+def read_labels(config_file: str | None) -> loop.Records:
+    """The project's label records, once for the whole run."""
+    return read_all_records(Store.from_settings(load_settings(config_file)))
+
+
 # Each long step reports to a Prefect progress artifact, and to a terminal bar when the flow
 # runs under a CLI command that opened them (alpha.progress); served, only the artifact.
-@task(name="train", **NETWORK_RETRIES)
-def train(config_file: str | None, min_new: int | None = None) -> dict:
+@task(name="train", **WITH_RECORDS)
+def train(config_file: str | None, min_new: int | None = None,
+          records: loop.Records | None = None) -> dict:
     return loop.train_step(loop.open_context(config_file), min_new, progress=both(
-        StepProgress("alpha: training steps"), bar("train: optimiser steps")))
+        StepProgress("alpha: training steps"), bar("train: optimiser steps")), records=records)
 
 
-@task(name="score-and-select", **NETWORK_RETRIES)
-def score_and_select(config_file: str | None, round_id: str, version: str, strategy: str) -> dict:
-    return loop.select_step(loop.open_context(config_file), round_id, version, strategy,
+@task(name="score-and-select", **WITH_RECORDS)
+def score_and_select(config_file: str | None, round_id: str, version: str, strategy: str,
+                     records: loop.Records | None = None) -> dict:
+    ctx = loop.open_context(config_file)
+    return loop.select_step(ctx, round_id, version, strategy,
                             progress=both(StepProgress(f"alpha {round_id}: scoring the pool"),
-                                          bar("score: pool images")))
+                                          bar("score: pool images")),
+                            records=records, scorer=dask_scorer(config_file, ctx.settings))
 
 
 @task(name="push", **NETWORK_RETRIES)
@@ -87,21 +96,22 @@ def refresh_queue(config_file: str | None, version: str) -> dict:
                              progress=bar("queue: new predictions"))
 
 
-@task(name="refill-queue", **NETWORK_RETRIES)
-def refill_queue(config_file: str | None) -> dict:
-    return loop.refill_step(loop.open_context(config_file))
+@task(name="refill-queue", **WITH_RECORDS)
+def refill_queue(config_file: str | None, records: loop.Records | None = None) -> dict:
+    return loop.refill_step(loop.open_context(config_file), records)
 
 
-@task(name="finish-round", **NETWORK_RETRIES)
-def finish(config_file: str | None, round_id: str, steps: dict) -> dict:
+@task(name="finish-round", **WITH_RECORDS)
+def finish(config_file: str | None, round_id: str, steps: dict,
+           records: loop.Records | None = None) -> dict:
     """Count the labels and the queue, write the round's summary (last, so it marks the
     round done) and publish the report: the page in the bucket, the rounds table and this
-    round's summary."""
+    round's summary. The labels are those the round read after its pull."""
     ctx = loop.open_context(config_file)
-    summary = {"round": round_id, "labels": loop.label_counts(ctx), **steps,
+    summary = {"round": round_id, "labels": loop.label_counts(ctx, records), **steps,
                "queue": loop.queue_state(ctx), "project_url": ctx.project.project_url()}
     loop.finish_round(ctx, round_id, summary)
-    report_uri = publish_history(ctx)
+    report_uri = publish_history(ctx, records)
     create_markdown_artifact(
         key=artifact_key("round", ctx.settings.s3.prefix),
         markdown=_report(ctx, summary, report_uri),
@@ -187,9 +197,11 @@ def active_learning_round(config_file: str | None = None, strategy: str | None =
 
         pulled = pull_labels(config_file, round_id)
         progress.finished("pull")
-        model = train(config_file)
+        records = read_labels(config_file)
+        model = train(config_file, records=quote(records))
         progress.finished("train")
-        summary = _select_push_finish(config_file, round_id, strategy, pulled, model, progress)
+        summary = _select_push_finish(config_file, round_id, strategy, pulled, model, progress,
+                                      records)
     logger.info("round %s done: %s labels, pushed %s", round_id,
                 summary["labels"]["labeled"], summary["push"]["created"])
     return summary
@@ -207,7 +219,8 @@ def train_and_select(config_file: str | None = None, strategy: str | None = None
     settings = load_settings(config_file)
     strategy = _checked_strategy(settings, strategy)
     with project_lock(settings, "round"):
-        model = train(config_file, settings.loop.retrain_threshold)
+        records = read_labels(config_file)
+        model = train(config_file, settings.loop.retrain_threshold, quote(records))
         if not model["trained"]:
             logger.info("%d new labels since model %s, fewer than %d: nothing to train",
                         model["new_labels"], model["version"], settings.loop.retrain_threshold)
@@ -219,20 +232,22 @@ def train_and_select(config_file: str | None = None, strategy: str | None = None
         progress = RoundProgress(round_id)
         progress.finished("pull")
         progress.finished("train")
-        return _select_push_finish(config_file, round_id, strategy, pulled, model, progress)
+        return _select_push_finish(config_file, round_id, strategy, pulled, model, progress,
+                                   records)
 
 
 def _select_push_finish(config_file: str | None, round_id: str, strategy: str, pulled: dict,
-                        model: dict, progress: RoundProgress) -> dict:
-    selection = score_and_select(config_file, round_id, model["version"], strategy)
+                        model: dict, progress: RoundProgress, records: loop.Records) -> dict:
+    selection = score_and_select(config_file, round_id, model["version"], strategy,
+                                 quote(records))
     progress.finished("score-and-select")
     with project_lock(load_settings(config_file), "queue"):  # shared with the pull's refill
         pushed = push(config_file, round_id)
         progress.finished("push")
         upkeep = {"refresh": refresh_queue(config_file, model["version"]) if model["trained"]
-                  else None, "refill": refill_queue(config_file)}
+                  else None, "refill": refill_queue(config_file, quote(records))}
     summary = finish(config_file, round_id, {"pull": pulled, "model": model,
                                              "selection": selection, "push": pushed,
-                                             "upkeep": upkeep})
+                                             "upkeep": upkeep}, quote(records))
     progress.finished("finish-round")
     return summary

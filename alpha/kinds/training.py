@@ -75,17 +75,24 @@ def steps(n_train: int, settings: TrainSettings) -> int:
 
 
 @contextmanager
+def torch_threads(threads: int | None) -> Iterator[None]:
+    """Torch's intra-op threads set to `threads` (None: left as they are) and restored
+    afterwards: torch's setting is process-wide, so whoever sets it puts it back."""
+    previous_threads = torch.get_num_threads()
+    if threads:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous_threads)
+
+
+@contextmanager
 def training_context(settings: TrainSettings) -> Iterator[None]:
     """settings.threads for torch, and a forked RNG (the fit seeds itself; the caller's
     random state stays as it was), both restored afterwards."""
-    previous_threads = torch.get_num_threads()
-    if settings.threads:
-        torch.set_num_threads(settings.threads)
-    try:
-        with torch.random.fork_rng(devices=[]):
-            yield
-    finally:
-        torch.set_num_threads(previous_threads)
+    with torch_threads(settings.threads), torch.random.fork_rng(devices=[]):
+        yield
 
 
 def fit_one_cycle(

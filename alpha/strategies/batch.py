@@ -34,6 +34,10 @@ STRATEGIES: tuple[str, ...] = (
     "cluster_margin",
     "typiclust",
 )
+RANDOM_DRAW = "random"
+"""A pool's score of a seeded uniform draw per image (alpha.score.random_rank): where it is
+present, `random` takes the k highest draws, so a scoring that keeps only candidates (the
+top draws among them) selects as if it had kept the whole pool."""
 NEEDS_SAMPLES = frozenset({"bald", "variation_ratio"})
 """Strategies whose measure needs Monte-Carlo samples `(n, classes, T)`: BALD is undefined
 without them, and variation ratio falls back to least confidence (one sample, one vote)."""
@@ -108,7 +112,8 @@ def select_batch(
 
     pool: the unlabeled pool's scores, embeddings `(n, dim)`, predicted classes and (for
     badge) gradient embeddings, as a kind's scoring keeps them; random needs none of them,
-    coreset and typiclust only the embeddings. labeled_embeddings: the labeled images'
+    coreset and typiclust only the embeddings; random its seeded draws (RANDOM_DRAW) where
+    the pool has them. labeled_embeddings: the labeled images'
     embeddings (coreset and typiclust avoid what is covered). With fewer than
     `cold_start_labels` labels (None: one per class) model-based strategies switch to
     typiclust; the label count is `n_labeled`, else the rows of labeled_embeddings, and
@@ -122,6 +127,8 @@ def select_batch(
     if k <= 0:
         return np.empty(0, dtype=np.intp)
     if strategy == "random":
+        if RANDOM_DRAW in pool.scores:
+            return top_k(pool.scores[RANDOM_DRAW], k)
         return np.random.default_rng(random_state).choice(n, size=k, replace=False).astype(
             np.intp
         )

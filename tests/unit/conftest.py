@@ -79,13 +79,15 @@ class FakeS3Client:
 
     def paginate(self, Bucket: str, Prefix: str):
         with self.lock:
-            items = sorted(
-                (k, len(v)) for (b, k), v in self.objects.items()
+            items = sorted(  # the ETag of a plain upload is its bytes' MD5, as S3's
+                (k, len(v), f'"{hashlib.md5(v).hexdigest()}"')
+                for (b, k), v in self.objects.items()
                 if b == Bucket and k.startswith(Prefix)
             )
         for start in range(0, len(items), 1000):
             page = items[start : start + 1000]
-            yield {"Contents": [{"Key": k, "Size": size} for k, size in page]}
+            yield {"Contents": [{"Key": k, "Size": size, "ETag": etag}
+                                for k, size, etag in page]}
 
 
 @pytest.fixture
@@ -94,15 +96,16 @@ def store() -> Store:
 
 
 @pytest.fixture
-def settings() -> Settings:
-    """Small, fast settings: 8x8 grayscale images, a few epochs, two threads at most."""
+def settings(tmp_path) -> Settings:
+    """Small, fast settings: 8x8 grayscale images, a few epochs, two threads at most, the
+    pool cache's local copy in the test's own folder."""
     return Settings(
         s3={"access_key_id": "k", "secret_access_key": "s", "prefix": "proj", "bucket": "test"},
         labelstudio={"api_key": "t"},
         task={"kind": "classification", "labels": ["dark", "bright", "striped"]},
         train={"image_size": 8, "channels": 1, "epochs": 8, "min_steps": 1, "batch_size": 16,
                "threads": 2},
-        loop={"score_batch_size": 7},
+        loop={"score_batch_size": 7, "cache_dir": str(tmp_path / "pool-cache")},
     )
 
 

@@ -7,8 +7,9 @@ from PIL import Image
 from alpha.errors import DataError
 from alpha.kinds.classification import TEMPERATURE_BOUNDS
 from alpha.records import LabelRecord, write_record
-from alpha.score import score_pool
+from alpha.score import Keep, score_pool
 from alpha.store import Store
+from alpha.strategies import top_k
 from alpha.train import load_model, new_usable_labels, train_model
 
 LABELS = ["dark", "bright", "striped"]
@@ -179,3 +180,19 @@ def test_only_usable_labels_the_model_has_not_seen_count_as_new(store, settings,
     _label(store, dark_id, dark_key, "striped")  # an edited label is new to the model
     _label(store, *project["odd"]["horse"], "dark")  # fixed to a known class: new
     assert new_usable_labels(store, settings) == 3
+
+
+def test_a_bounded_scoring_keeps_the_whole_pools_candidates(store, settings, project):
+    train_model(store, settings, version="v1")
+    loaded = load_model(store)
+    exclude = set(project["labeled"]) | {image_id for image_id, _ in project["odd"].values()}
+    whole = score_pool(store, loaded, settings, exclude=exclude)
+    settings.loop.cache_shard_size = 4  # the cached pool is cut into shards of 4 to 7
+    bounded = score_pool(store, loaded, settings, exclude=exclude, keep=Keep(("margin",), 5))
+
+    assert whole.n_scored == bounded.n_scored == 20 and len(bounded.image_ids) == 5
+    top = sorted(top_k(whole.scores.scores["margin"], 5))
+    assert bounded.image_ids == [whole.image_ids[i] for i in top]
+    np.testing.assert_allclose(bounded.scores.scores["margin"],
+                               whole.scores.scores["margin"][top], rtol=1e-5, atol=1e-6)
+    assert bounded.skipped == whole.skipped and len(bounded.skipped) == 1
