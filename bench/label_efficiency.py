@@ -32,7 +32,8 @@ the true mask changes. `--extras scoring,memory,rle` measures scoring speed, sco
     python bench/label_efficiency.py --dataset camvid --quick --jobs 2
     python bench/label_efficiency.py --dataset camvid --quick --extras scoring,memory,rle
     python bench/label_efficiency.py --dataset nuclei --quick --jobs 1
-    python bench/label_efficiency.py --dataset scenes-panoptic --quick --jobs 1
+    python bench/label_efficiency.py --dataset scenes-panoptic --quick --jobs 1 \
+        --epochs 40 --min-steps 150      # the kind's full training: --quick alone caps it
 
 Peers need the `bench` extra and modAL-python and baal installed without their
 dependencies (bench/README.md); a missing peer is skipped with a message.
