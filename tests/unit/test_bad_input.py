@@ -9,7 +9,6 @@ tests/integration/test_bad_input_services.py.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import os
 import resource
@@ -38,25 +37,6 @@ ID_CLASH = ("3a1b/photo_taken_on_the_beach_in_the_summer_holidays_.png",
             "e044c/photo_taken_on_the_beach_in_the_summer_holidays_.png")
 NFC = unicodedata.normalize("NFC", "café.png")
 NFD = unicodedata.normalize("NFD", "café.png")
-
-
-@pytest.fixture
-def bucket(store: Store) -> Store:
-    """The unit fake (conftest's `store`) plus what ingest needs: a bucket check, and MD5
-    ETags in the listing as S3 gives for a plain upload."""
-    client = store.client
-    listing = client.paginate
-
-    def paginate(Bucket: str, Prefix: str):
-        for page in listing(Bucket=Bucket, Prefix=Prefix):
-            for item in page["Contents"]:
-                body = client.objects[(Bucket, item["Key"])]
-                item["ETag"] = f'"{hashlib.md5(body).hexdigest()}"'
-            yield page
-
-    client.head_bucket = lambda Bucket: {}
-    client.paginate = paginate
-    return store
 
 
 # ---- image bytes ---------------------------------------------------------------------------
