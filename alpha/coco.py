@@ -115,7 +115,9 @@ def _categories(entries: list[Any], labels: list[str], where: str
 def coco_segments(image: CocoImage, size: tuple[int, int]
                   ) -> tuple[np.ndarray, dict[int, str]]:
     """(segment ids uint16 `(H, W)`, {id: label}) of one listed image, at the image file's
-    `size` (width, height); AnnotationError naming the image and the fix."""
+    `size` (width, height): annotation k is id k. An object painted over entirely, or empty,
+    keeps its class but no pixel; the kind's seed_target numbers only the ids present.
+    AnnotationError naming the image and the fix."""
     from pycocotools import mask as coco_mask
 
     name = image.file_name
@@ -161,8 +163,4 @@ def coco_segments(image: CocoImage, size: tuple[int, int]
         segment = len(classes) + 1
         ids[pixels] = segment  # the later annotation keeps the shared pixels
         classes[segment] = ann["label"]
-    present = set(np.unique(ids).tolist())
-    kept = [i for i in classes if i in present]  # painted over entirely or empty: gone
-    remap = np.zeros(len(classes) + 1, dtype=np.uint16)
-    remap[kept] = np.arange(1, len(kept) + 1, dtype=np.uint16)
-    return remap[ids], {new: classes[old] for new, old in enumerate(kept, start=1)}
+    return ids, classes
