@@ -244,10 +244,33 @@ class PoolMerge:
         )
 
 
-def chosen_total(store: Store, job: ScoreJob) -> int:
-    """How many listed images `job` scores (one more listing of `images/`): the total a
-    progress bar needs before the first shard is done."""
+def chosen_total(store: Store, cache: PoolCache, job: ScoreJob) -> int:
+    """About how many images `job` scores: the total a progress bar needs before the first
+    shard is done. From the cache's manifest (the last pass's pool, less the excluded ids)
+    when there is one, so a round lists `images/` once; only a first read lists twice."""
+    if job.include is not None:
+        return len(job.include)
+    shards = cache.manifest()
+    if shards:
+        return max(sum(shard.count for shard in shards) - len(job.exclude), 0)
     return sum(job.chosen(ref.image_id) for ref in store.list_images())
+
+
+class ProgressCount:
+    """`progress(done, total)` for a scoring pass whose total is an estimate: the total
+    never shows below what is done, and `finish()` reports the true count last."""
+
+    def __init__(self, callback: Callable[[int, int], None] | None, total: int):
+        self.callback, self.total, self.done = callback, total, 0
+
+    def add(self, n: int) -> None:
+        self.done += n
+        if self.callback is not None:
+            self.callback(self.done, max(self.total, self.done))
+
+    def finish(self) -> None:
+        if self.callback is not None and self.done < self.total:
+            self.callback(self.done, self.done)
 
 
 # ---- the pieces a distributed scoring maps (flows.score) --------------------------------
@@ -277,17 +300,10 @@ def finish_job(store: Store, loaded: LoadedModel, settings: Settings,
 def score_job(store: Store, loaded: LoadedModel, settings: Settings, job: ScoreJob,
               progress: Callable[[int, int], None] | None = None) -> PoolScores:
     """Score the pool in this process: loop.score_prefetch shards read or built by threads
-    while the model scores the one before. `progress(done, total)` after each batch;
-    asking for it costs one more listing of `images/`, for the total."""
+    while the model scores the one before. `progress(done, total)` after each batch (the
+    total from `chosen_total`)."""
     cache = model_cache(store, loaded, settings)
-    total = chosen_total(store, job) if progress else 0
-    done = 0
-
-    def tick(n: int) -> None:
-        nonlocal done
-        done += n
-        if progress is not None:
-            progress(done, total)
+    counter = ProgressCount(progress, chosen_total(store, cache, job) if progress else 0)
 
     merged = PoolMerge(job.keep, len(loaded.labels))
     plans = cache.plan()
@@ -304,7 +320,8 @@ def score_job(store: Store, loaded: LoadedModel, settings: Settings, job: ScoreJ
         while ahead:
             shard, info = ahead.popleft().result()
             queue_next()
-            merged.add(score_shard(store, loaded, settings, shard, info, job, tick))
+            merged.add(score_shard(store, loaded, settings, shard, info, job, counter.add))
+    counter.finish()
     return finish_job(store, loaded, settings, merged)
 
 

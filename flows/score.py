@@ -30,10 +30,12 @@ from alpha.pool_cache import ShardPlan
 from alpha.score import (
     PoolMerge,
     PoolScores,
+    ProgressCount,
     ScoreJob,
     ShardResult,
     chosen_total,
     finish_job,
+    model_cache,
     plan_job,
     score_planned,
 )
@@ -92,18 +94,15 @@ def dask_scorer(config_file: str | None, settings: Settings) -> PoolScorer | Non
 
     def scorer(store: Store, loaded: LoadedModel, settings: Settings, job: ScoreJob,
                progress: Callable[[int, int], None] | None) -> PoolScores:
-        total = chosen_total(store, job) if progress is not None else 0
+        counter = ProgressCount(progress, chosen_total(store, model_cache(store, loaded, settings),
+                                                  job) if progress is not None else 0)
         merged = PoolMerge(job.keep, len(loaded.labels))
-        done = 0
         with task_runner(settings) as runner:
             limit = IN_FLIGHT * max(1, len(runner.client.scheduler_info().get("workers", {})))
             window: deque[PrefectFuture[ShardResult]] = deque()
 
             def collect() -> None:
-                nonlocal done
-                done += merged.add(window.popleft().result())
-                if progress is not None:
-                    progress(done, total)
+                counter.add(merged.add(window.popleft().result()))
 
             for plan, part in plan_job(store, loaded, settings, job):
                 window.append(runner.submit(score_shard, {
@@ -113,6 +112,7 @@ def dask_scorer(config_file: str | None, settings: Settings) -> PoolScorer | Non
                     collect()
             while window:
                 collect()
+        counter.finish()
         return finish_job(store, loaded, settings, merged)
 
     return scorer

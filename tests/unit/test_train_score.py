@@ -113,6 +113,17 @@ def test_train_then_score(store, settings, project):
     assert progress[-1] == (16, 16)  # 15 scored and the corrupt one, found unreadable
     assert [done for done, _ in progress] == sorted({done for done, _ in progress})
 
+    # A later round (the cache's manifest is there) takes the bar's total from it: the pool
+    # is listed once, for the plan, not a second time for the total.
+    listings = []
+    store.list_images = lambda *a, **k: listings.append(a) or iter(())
+    again: list[tuple[int, int]] = []
+    score_pool(store, loaded, settings, exclude=records | set(queued),
+               progress=lambda *step: again.append(step))
+    assert listings == [] and again[-1] == (16, 16)
+    assert all(done <= total for done, total in again)
+    del store.list_images
+
     expected = sorted(set(project["pool"]) - set(queued))
     assert sorted(scores.image_ids) == expected and len(expected) == 15
     assert scores.keys == [store.image_key(f"pool/{i:02d}.png") for i in range(20)
