@@ -271,7 +271,7 @@ def read_history(store: Store, settings: Settings,
     # the newest evaluation record names it.
     baseline = next((p.baseline_prefix for p in reversed(rounds) if p.baseline_prefix), None)
     if baseline is not None:
-        other = Store(store.client, store.bucket, baseline, store.endpoint)
+        other = store.with_prefix(baseline)
         history.baseline_name = baseline
         history.baseline = read_rounds(other)[0]
     return history

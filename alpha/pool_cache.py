@@ -41,7 +41,6 @@ import io
 import os
 import zipfile
 from collections.abc import Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -275,9 +274,9 @@ class PoolCache:
             for i, entry in enumerate(zip(old.keys, old.etags, strict=True)):
                 reuse[entry] = (old.problems[i], old.pixels[rows[i]] if rows[i] >= 0 else None)
         todo = [entry for entry in plan.entries if entry not in reuse]
-        with ThreadPoolExecutor(max_workers=self.fetch_threads) as pool:
-            fetched = dict(zip(todo, pool.map(self._fetch, [key for key, _ in todo]),
-                               strict=True))
+        blobs = self.store.get_many([key for key, _ in todo], workers=self.fetch_threads)
+        fetched = {entry: self._decoded(entry[0], blob)
+                   for entry, blob in zip(todo, blobs, strict=True)}
         keys, etags, problems, pixels, missing = [], [], [], [], []
         for entry in plan.entries:
             found = reuse[entry] if entry in reuse else fetched[entry]
@@ -305,15 +304,11 @@ class PoolCache:
         self._write_local(self.local / f"{info.name}.npz", data)
         return shard, info
 
-    def _fetch(self, key: str) -> tuple[str, np.ndarray | None] | None:
+    def _decoded(self, key: str, data: bytes | None) -> tuple[str, np.ndarray | None] | None:
         """(problem, pixels) of one image ("" and its pixels when it decodes); None when
         it is gone from the bucket."""
-        try:
-            data = self.store.get_bytes(key)
-        except ClientError as error:
-            if is_missing(error):
-                return None
-            raise
+        if data is None:
+            return None
         prep = self.prep
         try:
             return "", decode_pixels(data, key, (prep.width, prep.height), prep.channels)

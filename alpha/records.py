@@ -100,9 +100,10 @@ def read_record(store: Store, image_id: str) -> LabelRecord | None:
 def read_all_records(store: Store) -> dict[str, LabelRecord]:
     """Every label record of the project, by image id."""
     keys = [k for k in store.list_keys("labels/") if k.endswith(".json")]
-    return {
+    return {  # a record deleted since the listing is left out
         rec.image_id: rec
-        for rec in (LabelRecord.model_validate(json.loads(b)) for b in store.get_many(keys))
+        for rec in (LabelRecord.model_validate(json.loads(b)) for b in store.get_many(keys)
+                    if b is not None)
     }
 
 

@@ -26,10 +26,13 @@ pool that fall in it, so merging them in shard order gives exactly the single-pr
 from __future__ import annotations
 
 import hashlib
+import threading
 from collections import deque
 from collections.abc import Callable, Collection, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
+from queue import Full, Queue
+from typing import TypeVar
 
 import numpy as np
 
@@ -41,6 +44,8 @@ from alpha.store import Store
 from alpha.strategies import BatchScores, top_k
 from alpha.strategies.batch import RANDOM_DRAW
 from alpha.train import LoadedModel
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -296,6 +301,46 @@ def finish_job(store: Store, loaded: LoadedModel, settings: Settings,
     return merged.scores()
 
 
+def read_ahead(items: Iterator[T], depth: int) -> Iterator[T]:
+    """`items` in order, drawn by a thread of their own up to `depth` ahead: the pool's
+    listing (network and XML parsing) goes on while the model scores, instead of between
+    batches. Stopping early stops the thread at its next item."""
+    buffer: Queue[tuple[bool, object]] = Queue(maxsize=depth)
+    stop = threading.Event()
+
+    def put(entry: tuple[bool, object]) -> bool:
+        while not stop.is_set():
+            try:
+                buffer.put(entry, timeout=0.1)
+                return True
+            except Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if not put((True, item)):
+                    return
+        except BaseException as error:  # handed to the consumer, raised there
+            put((False, error))
+            return
+        put((False, None))
+
+    thread = threading.Thread(target=produce, name="alpha-read-ahead", daemon=True)
+    thread.start()
+    try:
+        while True:
+            more, value = buffer.get()
+            if not more:
+                if value is not None:
+                    raise value  # type: ignore[misc]
+                return
+            yield value  # type: ignore[misc]
+    finally:
+        stop.set()
+
+
 # ---- in one process ---------------------------------------------------------------------
 def score_job(store: Store, loaded: LoadedModel, settings: Settings, job: ScoreJob,
               progress: Callable[[int, int], None] | None = None) -> PoolScores:
@@ -306,7 +351,7 @@ def score_job(store: Store, loaded: LoadedModel, settings: Settings, job: ScoreJ
     counter = ProgressCount(progress, chosen_total(store, cache, job) if progress else 0)
 
     merged = PoolMerge(job.keep, len(loaded.labels))
-    plans = cache.plan()
+    plans = read_ahead(cache.plan(), depth=settings.loop.score_prefetch)
     ahead: deque[Future] = deque()
     with ThreadPoolExecutor(max_workers=settings.loop.score_prefetch) as loaders:
 

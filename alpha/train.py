@@ -25,7 +25,7 @@ from alpha.kinds import get_kind
 from alpha.kinds.base import Kind, Target
 from alpha.kinds.training import reporting_steps
 from alpha.records import LabelRecord, read_all_records, read_mask
-from alpha.store import Store, is_missing, missing_image
+from alpha.store import Store, missing_image
 
 
 @dataclass
@@ -57,27 +57,8 @@ def latest_key(store: Store) -> str:
 
 
 def fetch_images(store: Store, keys: Sequence[str]) -> tuple[list[bytes | None], list[str]]:
-    """Fetch in parallel; a key deleted since it was listed becomes None plus a message.
-
-    The fast path is one `get_many`; only if an object is missing is each key retried on
-    its own, so one deleted image costs a re-fetch rather than the whole round.
-    """
-    try:
-        return list(store.get_many(list(keys))), []
-    except ClientError as error:
-        if not is_missing(error):
-            raise
-
-    def one(key: str) -> bytes | None:
-        try:
-            return store.get_bytes(key)
-        except ClientError as error:
-            if is_missing(error):
-                return None
-            raise
-
-    with ThreadPoolExecutor(max_workers=16) as pool:
-        blobs = list(pool.map(one, keys))
+    """Fetch in parallel; a key deleted since it was listed becomes None plus a message."""
+    blobs = store.get_many(keys)
     missing = [missing_image(key) for key, blob in zip(keys, blobs, strict=True)
                if blob is None]
     return blobs, missing

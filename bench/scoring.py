@@ -173,7 +173,7 @@ def measure_memory(config: Path, model_prefix: str, mc: int, keep_all: bool) -> 
     5 to /proc/self/clear_refs once the model is loaded), with the RSS at that moment."""
     settings = load_settings(config)
     store = Store.from_settings(settings)
-    model_store = Store(store.client, store.bucket, model_prefix, store.endpoint)
+    model_store = store.with_prefix(model_prefix)
     loaded = load_model(model_store)
     before = status_mb("VmRSS")
     Path("/proc/self/clear_refs").write_text("5")

@@ -37,6 +37,7 @@ from alpha.score import (
     finish_job,
     model_cache,
     plan_job,
+    read_ahead,
     score_planned,
 )
 from alpha.store import Store
@@ -104,7 +105,7 @@ def dask_scorer(config_file: str | None, settings: Settings) -> PoolScorer | Non
             def collect() -> None:
                 counter.add(merged.add(window.popleft().result()))
 
-            for plan, part in plan_job(store, loaded, settings, job):
+            for plan, part in read_ahead(plan_job(store, loaded, settings, job), IN_FLIGHT):
                 window.append(runner.submit(score_shard, {
                     "config_file": config_file, "version": loaded.version, "plan": plan,
                     "job": part}))

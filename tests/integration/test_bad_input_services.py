@@ -270,6 +270,7 @@ def test_a_wrong_s3_key_names_the_settings_and_leaks_nothing(settings, store, im
     broken = _fresh(settings, prefix=settings.s3.prefix, **{field: SecretStr(wrong)})
     before = _snapshot(store)
     for call in (lambda: list(broken.list_images()), lambda: broken.get_bytes(images[0].key),
+                 lambda: broken.get_many([r.key for r in images]),
                  lambda: broken.put_bytes(images[0].key, b"overwritten?")):
         with pytest.raises(ServiceUnavailable) as raised:
             call()
@@ -287,6 +288,7 @@ def test_a_wrong_bucket_names_the_setting_and_creates_nothing(settings):
     expected = (f"S3 bucket {missing!r} does not exist at {store.endpoint}: create it "
                 "(`alpha ingest` does) or fix s3.bucket.")
     for call in (lambda: list(store.list_images()), lambda: read_all_records(store),
+                 lambda: store.get_many([store.image_key("any.png")]),
                  lambda: train_model(store, wrong)):
         with pytest.raises(ServiceUnavailable) as raised:
             call()

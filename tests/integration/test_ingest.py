@@ -87,6 +87,8 @@ def test_unreachable_s3_endpoint_is_named(settings):
         update={"endpoint_url": "http://127.0.0.1:9"})})
     with pytest.raises(ServiceUnavailable, match=r"http://127.0.0.1:9 is unreachable"):
         Store.from_settings(broken).ensure_bucket()
+    with pytest.raises(ServiceUnavailable, match=r"http://127.0.0.1:9 is unreachable"):
+        Store.from_settings(broken).get_many(["p/images/a.png"])  # obstore's GETs
 
 
 def test_wrong_s3_key_is_named_without_the_secret(settings):

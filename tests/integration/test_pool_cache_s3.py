@@ -48,14 +48,19 @@ def test_the_cache_on_seaweedfs(store, tmp_path):
     listed = [ref.key for ref, _ in store.list_image_etags()]
     assert listed == sorted(listed) and set(images) <= set(listed)
 
-    gets: list[str] = []
-    plain = store.client.get_object
+    gets: list[str] = []  # every GET, through boto3 or the store's many-object reader
+    plain, read = store.client.get_object, store._read_or_none
 
     def counted(**kwargs):
         gets.append(kwargs["Key"])
         return plain(**kwargs)
 
-    store.client.get_object = counted
+    def counted_read(key: str):
+        gets.append(key)
+        return read(key)
+
+    assert store.reader is not None  # the real path: obstore's GETs
+    store.client.get_object, store._read_or_none = counted, counted_read
     try:
         cache = PoolCache(store, PREP, tmp_path, shard_size=8)
         pixels, infos = _pass(cache)
@@ -85,3 +90,4 @@ def test_the_cache_on_seaweedfs(store, tmp_path):
         assert all(np.array_equal(rebuilt[k], after[k]) for k in after)
     finally:
         store.client.get_object = plain
+        del store._read_or_none

@@ -166,7 +166,7 @@ def test_a_damaged_shard_is_rebuilt_never_trusted(store, tmp_path, gets, damage)
         local.unlink()
         store.delete(bucket_key)
     else:  # a valid shard of other images under this name
-        other = Store(store.client, store.bucket, "other")
+        other = store.with_prefix("other")
         _pool(other, 3, seed=5)
         other_cache = PoolCache(other, PREP, tmp_path / "other", shard_size=8)
         _, _, (other_info,) = _pass(other_cache)

@@ -173,9 +173,8 @@ def test_a_round_folder_made_by_hand_is_read_not_fatal(store, settings):
 
 
 def test_a_simulation_draws_test_values_and_the_random_arm(project, settings):
-    from alpha.store import Store
 
-    random_arm = Store(project.client, project.bucket, "proj-random")
+    random_arm = project.with_prefix("proj-random")
     write_round_record(random_arm, "round-0001", "summary",
                        _summary("round-0001", 4, "r1", 0.4, 0))
     record_evaluation(random_arm, "round-0001", "accuracy", 0.30, 100)
