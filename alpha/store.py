@@ -350,6 +350,15 @@ class Store:
 
     @_s3_errors
     def put_bytes(self, key: str, data: bytes, content_type: str = "application/octet-stream"):
+        """One object, whole (a plain PUT: its ETag is the MD5 of `data`); through `reader`
+        when the store has one, whose PUTs cost a fifth of boto3's CPU (many records written
+        at once by a pull)."""
+        if self.reader is not None:
+            import obstore
+
+            obstore.put(self.reader, key, data, attributes={"Content-Type": content_type},
+                        use_multipart=False)
+            return
         self.client.put_object(Bucket=self.bucket, Key=key, Body=data, ContentType=content_type)
 
     @_s3_errors

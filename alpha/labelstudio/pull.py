@@ -8,9 +8,8 @@ upserted, so a repeated pull writes nothing.
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -36,7 +35,6 @@ from alpha.records import (
 )
 
 EXPORT_CHUNK = 200  # ids per export request: Django refuses over 1000 query fields (HTTP 400)
-EXPORT_AHEAD = 3  # export requests in flight: Label Studio's server answers requests in threads
 # Annotations saved in the same moment as a pull may commit after it listed tasks; re-reading
 # this much before the cursor catches them (upserts make the overlap free of duplicates).
 CURSOR_OVERLAP = timedelta(seconds=60)
@@ -131,38 +129,24 @@ class PullMixin(Connection):
         return found
 
     def _export(self, task_ids: list[int]) -> Iterator[dict]:
-        """The tasks with their annotations, and their predictions as full objects, chunk
-        by chunk in order, EXPORT_AHEAD chunks requested at once: Label Studio serialises
-        one while this process reads the one before."""
-        chunks = iter(_chunks(task_ids, EXPORT_CHUNK))
-        ahead: deque[Future[list[dict]]] = deque()
-        with ThreadPoolExecutor(max_workers=EXPORT_AHEAD) as pool:
+        """The tasks with their annotations, and their predictions as full objects.
 
-            def request_next() -> None:
-                chunk = next(chunks, None)
-                if chunk is not None:
-                    ahead.append(pool.submit(self._export_chunk, list(chunk)))
-
-            for _ in range(EXPORT_AHEAD):
-                request_next()
-            while ahead:
-                tasks = ahead.popleft().result()
-                request_next()
-                yield from tasks
-
-    def _export_chunk(self, chunk: list[int]) -> list[dict]:
-        """One chunk of tasks from the export. Label Studio's export lists a task's
-        predictions by id only, so the chunk's predictions come from the Data Manager
-        (`selectedItems` = the chunk): pull compares the annotation with the pre-annotation
-        the task carried."""
-        query = {"selectedItems": {"all": False, "included": chunk}}
-        predictions = {int(t["id"]): t.get("predictions") or [] for t in self._list_tasks(
-            "id,predictions", query, fields="all")}
-        tasks = self._request("GET", f"api/projects/{self.project_id}/export",
-                              params={"exportType": "JSON", "ids[]": chunk},
-                              request_options={"timeout_in_seconds": 300})
-        return [{**task, "predictions": predictions.get(int(task["id"]), [])}
-                for task in tasks]
+        Label Studio's export lists a task's predictions by id only, so each chunk's
+        predictions come from the Data Manager (`selectedItems` = the chunk): pull compares
+        the annotation with the pre-annotation the task carried. Chunks are requested one at
+        a time: Label Studio answers several at once no sooner (three in flight took three
+        times as long each, bench/README.md).
+        """
+        for chunk in _chunks(task_ids, EXPORT_CHUNK):
+            query = {"selectedItems": {"all": False, "included": list(chunk)}}
+            predictions = {int(t["id"]): t.get("predictions") or [] for t in self._list_tasks(
+                "id,predictions", query, fields="all")}
+            for task in self._request(
+                "GET", f"api/projects/{self.project_id}/export",
+                params={"exportType": "JSON", "ids[]": list(chunk)},
+                request_options={"timeout_in_seconds": 300},
+            ):
+                yield {**task, "predictions": predictions.get(int(task["id"]), [])}
 
     def _record_for(self, task: dict, users: dict[int, str], simulator: int | None
                     ) -> tuple[LabelRecord, np.ndarray | None]:
