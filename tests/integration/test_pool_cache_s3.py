@@ -48,7 +48,7 @@ def test_the_cache_on_seaweedfs(store, tmp_path):
     listed = [ref.key for ref, _ in store.list_image_etags()]
     assert listed == sorted(listed) and set(images) <= set(listed)
 
-    gets: list[str] = []  # every GET, through boto3 or the store's many-object reader
+    gets: list[str] = []  # every GET, through boto3 or the store's obstore client
     plain, read = store.client.get_object, store._read_or_none
 
     def counted(**kwargs):
@@ -59,7 +59,7 @@ def test_the_cache_on_seaweedfs(store, tmp_path):
         gets.append(key)
         return read(key)
 
-    assert store.reader is not None  # the real path: obstore's GETs
+    assert store.obstore_client is not None  # the real path: obstore's GETs
     store.client.get_object, store._read_or_none = counted, counted_read
     try:
         cache = PoolCache(store, PREP, tmp_path, shard_size=8)
