@@ -70,3 +70,40 @@ def test_keep_everything_and_the_random_draw():
     assert ((draws >= 0) & (draws < 1)).all() and len(set(draws.tolist())) == 300
     np.testing.assert_array_equal(random_rank(ids[::-1], 7), draws[::-1])  # order-free
     assert not np.array_equal(random_rank(ids, 8), draws)
+
+
+def test_read_ahead_keeps_order_raises_the_producers_error_and_stops_when_left():
+    import threading
+    import time
+
+    from alpha.score import read_ahead
+
+    assert list(read_ahead(iter(range(50)), depth=3)) == list(range(50))
+
+    def failing():
+        yield 1
+        raise ValueError("listing failed")
+
+    got = []
+    with pytest.raises(ValueError, match="listing failed"):
+        for item in read_ahead(failing(), depth=2):
+            got.append(item)
+    assert got == [1]
+
+    drawn = []
+
+    def endless():
+        n = 0
+        while True:
+            drawn.append(n)
+            yield n
+            n += 1
+
+    ahead = read_ahead(endless(), depth=2)
+    assert next(ahead) == 0
+    ahead.close()  # the consumer leaves: the thread stops within its put timeout
+    time.sleep(0.5)
+    count = len(drawn)
+    time.sleep(0.3)
+    assert len(drawn) == count <= 5
+    assert not [t for t in threading.enumerate() if t.name == "alpha-read-ahead"]
